@@ -1,0 +1,55 @@
+"""Settings read from ``FLOWSTORE_*`` environment variables (pydantic-settings).
+
+With nothing configured the database is an in-memory SQLite database, so flowstore runs with
+zero set-up. Secrets never appear in a repr: the URL's password is masked and the API-key
+secret is a ``SecretStr``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from flowstore.errors import mask_secrets
+
+MEMORY_URL = "sqlite://"
+
+# Used when FLOWSTORE_API_KEY_SECRET is not set; fine for development, not for production.
+DEV_API_KEY_SECRET = "flowstore-development-key-do-not-use-in-production"
+
+
+class Settings(BaseSettings):
+    """flowstore configuration; every field is read from ``FLOWSTORE_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="FLOWSTORE_", extra="ignore")
+
+    database_url: str = Field(default=MEMORY_URL, description="SQLAlchemy URL of the database")
+    pool_size: int = Field(default=5, ge=1, description="connections kept open in the pool")
+    max_overflow: int = Field(default=10, ge=0, description="extra connections under load")
+    pool_timeout: float = Field(default=30.0, gt=0, description="seconds to wait for a connection")
+    pool_recycle: int = Field(default=1800, description="seconds before a connection is renewed")
+    pool_pre_ping: bool = Field(default=True, description="test a connection before using it")
+    connect_timeout: float = Field(default=10.0, gt=0, description="seconds to open a connection")
+    echo: bool = Field(default=False, description="log every SQL statement")
+    sqlite_busy_timeout_ms: int = Field(default=5000, ge=0, description="SQLite lock wait")
+    api_key_secret: SecretStr = Field(
+        default=SecretStr(DEV_API_KEY_SECRET),
+        description="server-side HMAC key for API-key hashes",
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _url_not_blank(cls, value: str) -> str:
+        value = value.strip()
+        return value or MEMORY_URL
+
+    def __repr_args__(self) -> Any:
+        for name, value in super().__repr_args__():
+            yield name, (mask_secrets(value) if name == "database_url" else value)
+
+    @property
+    def safe_database_url(self) -> str:
+        """The database URL with its password masked, for logs and messages."""
+        return mask_secrets(self.database_url)

@@ -1,0 +1,161 @@
+"""Engine construction: URL normalisation, pool settings and per-dialect connection set-up.
+
+SQLite gets foreign keys on, a busy timeout, WAL for files, and driver-level transaction
+handling turned off so that SQLAlchemy emits BEGIN itself (SAVEPOINT then works on pysqlite).
+
+The in-memory database lives in one connection (``StaticPool``), so that every unit of work
+sees the same data. A connection is not a transaction boundary for concurrent threads, so a
+gate admits one thread at a time to it, from checkout to checkin (one transaction); other
+threads wait, up to ``pool_timeout``. Re-entry from the thread holding it is allowed.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from sqlalchemy import URL, Engine, create_engine, event, make_url
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.pool import StaticPool
+
+from flowstore.config import Settings
+from flowstore.errors import InvalidInputError, mask_secrets
+
+__all__ = ["build_engine", "engine_options", "is_memory_sqlite", "normalize_url"]
+
+_DEFAULT_DRIVERS = {
+    "postgres": "postgresql+psycopg",
+    "postgresql": "postgresql+psycopg",
+    "mysql": "mysql+pymysql",
+    "mariadb": "mariadb+pymysql",
+}
+_ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+psycopg"}
+
+
+def normalize_url(url: str | URL, *, asynchronous: bool = False) -> URL:
+    """Parse ``url`` and give driverless URLs flowstore's drivers (psycopg 3, PyMySQL,
+    aiosqlite when ``asynchronous``); a malformed URL is ``InvalidInputError``, masked."""
+    try:
+        parsed = make_url(url)
+    except (sa_exc.ArgumentError, ValueError, TypeError) as exc:
+        raise InvalidInputError(f"invalid database URL {mask_secrets(str(url))!r}: {exc}") from None
+    name = parsed.drivername
+    if asynchronous and name in _ASYNC_DRIVERS:
+        return parsed.set(drivername=_ASYNC_DRIVERS[name])
+    if asynchronous and name == "postgres":
+        return parsed.set(drivername="postgresql+psycopg")
+    if name in _DEFAULT_DRIVERS:
+        return parsed.set(drivername=_DEFAULT_DRIVERS[name])
+    return parsed
+
+
+def is_memory_sqlite(url: URL) -> bool:
+    """Whether ``url`` names a private in-memory SQLite database."""
+    if url.get_backend_name() != "sqlite":
+        return False
+    database = url.database or ""
+    return database in {"", ":memory:"} or (
+        database.startswith("file:") and "mode=memory" in database
+    )
+
+
+def engine_options(url: URL, settings: Settings) -> dict[str, Any]:
+    """``create_engine`` keyword arguments for ``url`` under ``settings``."""
+    options: dict[str, Any] = {"echo": settings.echo, "pool_pre_ping": settings.pool_pre_ping}
+    backend = url.get_backend_name()
+    timeout = settings.connect_timeout
+    if backend == "sqlite":
+        connect_args: dict[str, Any] = {"timeout": settings.sqlite_busy_timeout_ms / 1000}
+        if is_memory_sqlite(url):
+            connect_args["check_same_thread"] = False
+            options["poolclass"] = StaticPool
+        else:
+            options.update(pool_size=settings.pool_size, max_overflow=settings.max_overflow)
+            options["pool_timeout"] = settings.pool_timeout
+        options["connect_args"] = connect_args
+        return options
+    options.update(
+        pool_size=settings.pool_size,
+        max_overflow=settings.max_overflow,
+        pool_timeout=settings.pool_timeout,
+        pool_recycle=settings.pool_recycle,
+    )
+    if backend == "postgresql":
+        options["connect_args"] = {
+            "connect_timeout": max(1, round(timeout)),
+            "application_name": "flowstore",
+        }
+    elif backend in {"mysql", "mariadb"}:
+        options["connect_args"] = {
+            "connect_timeout": max(1, round(timeout)),
+            "charset": "utf8mb4",
+            "init_command": "SET time_zone = '+00:00'",
+        }
+        options["isolation_level"] = "READ COMMITTED"
+    return options
+
+
+class _ThreadGate:
+    """A re-entrant gate that any thread may release (a checkin can run on another thread)."""
+
+    def __init__(self, timeout: float) -> None:
+        self._cond = threading.Condition()
+        self._owner: int | None = None
+        self._depth = 0
+        self._timeout = timeout
+
+    def enter(self) -> None:
+        me = threading.get_ident()
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._owner in (None, me), self._timeout):
+                raise sa_exc.TimeoutError(
+                    f"the in-memory database stayed busy for {self._timeout:g}s"
+                )
+            self._owner, self._depth = me, self._depth + 1
+
+    def leave(self) -> None:
+        with self._cond:
+            self._depth = max(0, self._depth - 1)
+            if self._depth == 0:
+                self._owner = None
+                self._cond.notify()
+
+
+def _install_sqlite_hooks(engine: Engine, settings: Settings, memory: bool) -> None:
+    busy_ms = int(settings.sqlite_busy_timeout_ms)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # SQLAlchemy, not pysqlite, starts transactions
+        cursor = dbapi_conn.cursor()
+        try:
+            cursor.execute("PRAGMA foreign_keys = ON")
+            cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
+            if not memory:
+                cursor.execute("PRAGMA journal_mode = WAL")
+                cursor.execute("PRAGMA synchronous = NORMAL")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN")
+
+    if memory:
+        gate = _ThreadGate(settings.pool_timeout)
+        event.listen(engine.pool, "checkout", lambda *_: gate.enter())
+        event.listen(engine.pool, "checkin", lambda *_: gate.leave())
+
+
+def build_engine(url: str | URL, settings: Settings, **overrides: Any) -> Engine:
+    """A configured synchronous engine for ``url``; ``overrides`` go to ``create_engine``."""
+    parsed = normalize_url(url)
+    options = engine_options(parsed, settings)
+    options.update(overrides)
+    try:
+        engine = create_engine(parsed, **options)
+    except (sa_exc.ArgumentError, sa_exc.NoSuchModuleError, TypeError, ValueError) as exc:
+        raise InvalidInputError(f"cannot use database URL {mask_secrets(str(parsed))}: {exc}") from None
+    if parsed.get_backend_name() == "sqlite":
+        _install_sqlite_hooks(engine, settings, is_memory_sqlite(parsed))
+    return engine

@@ -1,0 +1,180 @@
+"""The flowstore error hierarchy, and the one place where DBAPI/SQLAlchemy errors are mapped to it.
+
+Every public call raises only these types. Messages never carry a password: URLs are masked
+before they reach a message.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.orm import exc as orm_exc
+
+__all__ = [
+    "AlreadyExistsError",
+    "ConcurrencyError",
+    "ConnectionFailedError",
+    "FlowstoreError",
+    "InvalidInputError",
+    "NotFoundError",
+    "TransactionFailedError",
+    "mask_secrets",
+    "translate",
+    "translating",
+]
+
+
+class FlowstoreError(Exception):
+    """Base class of every error a public flowstore call raises."""
+
+
+class NotFoundError(FlowstoreError):
+    """The entity (or mapping, or job) asked for does not exist."""
+
+
+class AlreadyExistsError(FlowstoreError):
+    """A unique key (primary key or unique constraint) is taken."""
+
+
+class InvalidInputError(FlowstoreError):
+    """The input is wrong: unknown field, bad value, broken foreign key, NOT NULL or CHECK."""
+
+
+class ConnectionFailedError(FlowstoreError):
+    """The database cannot be reached, or the connection was lost mid-call."""
+
+
+class TransactionFailedError(FlowstoreError):
+    """The transaction could not complete (deadlock, serialization failure, lock timeout);
+    running the unit of work again may succeed."""
+
+
+class ConcurrencyError(FlowstoreError):
+    """An optimistic-lock check failed: the row changed (or vanished) since it was read."""
+
+
+_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][\w+.-]*://[^:/@\s]*:)(?P<pw>[^@\s]*)(?P<tail>@)")
+_KV_PASSWORD = re.compile(r"(?P<head>\b(?:password|passwd|pwd)\s*=\s*)(?P<pw>'[^']*'|\"[^\"]*\"|\S+)", re.I)
+
+
+def mask_secrets(text: str) -> str:
+    """Replace passwords in URLs (``user:secret@``) and ``password=...`` pairs with ``***``."""
+    text = _URL_PASSWORD.sub(r"\g<head>***\g<tail>", text)
+    return _KV_PASSWORD.sub(r"\g<head>***", text)
+
+
+# SQLSTATE classes and vendor codes that mean "try the transaction again".
+_RETRYABLE_SQLSTATES = {"40001", "40P01", "55P03"}  # serialization, deadlock, lock not available
+_RETRYABLE_MYSQL = {1205, 1213, 1412, 1637}  # lock wait timeout, deadlock, table def changed, too many txns
+_UNIQUE_SQLSTATE = "23505"
+_MYSQL_DUPLICATE = {1062, 1586}
+_MYSQL_CONNECTION = {2002, 2003, 2005, 2006, 2013, 2014, 2026, 2055, 1040, 1045, 1049, 1927}
+_SQLITE_UNIQUE_CODES = {1555, 2067}  # SQLITE_CONSTRAINT_PRIMARYKEY, SQLITE_CONSTRAINT_UNIQUE
+
+
+def _orig_message(exc: sa_exc.SQLAlchemyError) -> str:
+    orig = getattr(exc, "orig", None)
+    text = str(orig) if orig is not None else str(exc)
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return mask_secrets(first)
+
+
+def _sqlstate(orig: Any) -> str | None:
+    state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    return str(state) if state else None
+
+
+def _mysql_code(orig: Any) -> int | None:
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int) and type(orig).__module__.startswith("pymysql"):
+        return args[0]
+    return None
+
+
+def _is_unique_violation(orig: Any) -> bool:
+    if _sqlstate(orig) == _UNIQUE_SQLSTATE or _mysql_code(orig) in _MYSQL_DUPLICATE:
+        return True
+    if getattr(orig, "sqlite_errorcode", None) in _SQLITE_UNIQUE_CODES:
+        return True
+    text = str(orig)
+    return "UNIQUE constraint failed" in text or "Duplicate entry" in text
+
+
+def _is_retryable(orig: Any) -> bool:
+    if _sqlstate(orig) in _RETRYABLE_SQLSTATES or _mysql_code(orig) in _RETRYABLE_MYSQL:
+        return True
+    text = str(orig).lower()
+    return "database is locked" in text or "database table is locked" in text or "deadlock" in text
+
+
+def _is_connection_problem(exc: sa_exc.DBAPIError) -> bool:
+    if exc.connection_invalidated or isinstance(exc, sa_exc.InterfaceError):
+        return True
+    orig = exc.orig
+    state = _sqlstate(orig)
+    if state is not None and (state.startswith("08") or state in {"57P01", "57P02", "57P03"}):
+        return True
+    if _mysql_code(orig) in _MYSQL_CONNECTION:
+        return True
+    text = str(orig).lower()
+    return any(
+        marker in text
+        for marker in (
+            "connection refused",
+            "could not connect",
+            "connection failed",
+            "server closed the connection",
+            "lost connection",
+            "unable to open database file",
+            "the connection is closed",
+            "can't connect",
+            "name or service not known",
+            "timeout expired",
+        )
+    )
+
+
+def translate(exc: BaseException) -> FlowstoreError:
+    """Return the flowstore error for ``exc`` (which is returned as is when it already is one)."""
+    if isinstance(exc, FlowstoreError):
+        return exc
+    if isinstance(exc, orm_exc.StaleDataError):
+        return ConcurrencyError(
+            "the row was changed or deleted by another transaction since it was read"
+        )
+    if isinstance(exc, sa_exc.IntegrityError):
+        if _is_unique_violation(exc.orig):
+            return AlreadyExistsError(f"duplicate key: {_orig_message(exc)}")
+        return InvalidInputError(f"constraint violated: {_orig_message(exc)}")
+    if isinstance(exc, sa_exc.DBAPIError):
+        if _is_retryable(exc.orig):
+            return TransactionFailedError(f"transaction failed, retry it: {_orig_message(exc)}")
+        if _is_connection_problem(exc):
+            return ConnectionFailedError(f"database connection failed: {_orig_message(exc)}")
+        if isinstance(exc, sa_exc.DataError):
+            return InvalidInputError(f"invalid value: {_orig_message(exc)}")
+        return FlowstoreError(f"database error: {_orig_message(exc)}")
+    if isinstance(exc, sa_exc.StatementError):
+        # Raised before the statement reached the driver: a value its column type refused.
+        orig = exc.orig
+        return InvalidInputError(f"invalid value: {mask_secrets(str(orig) if orig else str(exc))}")
+    if isinstance(exc, sa_exc.ArgumentError | sa_exc.InvalidRequestError):
+        return InvalidInputError(mask_secrets(str(exc).splitlines()[0]))
+    if isinstance(exc, sa_exc.SQLAlchemyError):
+        return FlowstoreError(mask_secrets(str(exc).splitlines()[0]))
+    return FlowstoreError(mask_secrets(f"{type(exc).__name__}: {exc}"))
+
+
+@contextmanager
+def translating() -> Iterator[None]:
+    """Run a block and re-raise any SQLAlchemy/DBAPI error as its flowstore error."""
+    try:
+        yield
+    except FlowstoreError:
+        raise
+    except sa_exc.SQLAlchemyError as exc:
+        raise translate(exc) from exc

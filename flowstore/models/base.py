@@ -1,0 +1,171 @@
+"""Declarative base, portable column types and the mixins every model carries.
+
+Types are chosen to behave the same on SQLite, PostgreSQL and MySQL/MariaDB:
+
+* ids are UUIDv7 (time-ordered, made client-side, so inserts need no RETURNING round trip);
+  stored as native ``uuid`` on PostgreSQL and ``CHAR(32)`` elsewhere;
+* timestamps are timezone-aware UTC with microseconds (``DATETIME(6)`` on MySQL);
+* ``dict`` columns are JSON (``JSONB`` on PostgreSQL);
+* strings have explicit lengths (MySQL needs them, and index prefixes stay under 3072 bytes);
+* enums are ``VARCHAR`` + ``CHECK`` (no native enum types to migrate).
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import time
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, DateTime, Dialect, Integer, MetaData, Numeric, String, TypeDecorator, Uuid
+from sqlalchemy import Enum as SAEnum
+from sqlalchemy.dialects import mysql, postgresql
+from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+def uuid7() -> uuid.UUID:
+    """A UUIDv7 (RFC 9562): 48-bit Unix milliseconds, then random bits; sorts by creation time."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | rand & ((1 << 80) - 1)
+    value = value & ~(0xF << 76) | 0x7 << 76  # version 7
+    value = value & ~(0x3 << 62) | 0x2 << 62  # RFC 4122 variant
+    return uuid.UUID(int=value)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every backend.
+
+    Naive values are refused (they are ambiguous); aware values are converted to UTC before
+    they are stored, and values read back are always aware UTC, including on SQLite and MySQL,
+    which store no offset.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        if dialect.name in {"mysql", "mariadb"}:
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(DateTime(timezone=False))
+        return dialect.type_descriptor(DateTime(timezone=True))
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if not isinstance(value, datetime):
+            raise TypeError(f"expected a datetime, got {type(value).__name__}")
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: pass a timezone-aware datetime (UTC)")
+        value = value.astimezone(UTC)
+        return value if dialect.name == "postgresql" else value.replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Money(TypeDecorator[Decimal]):
+    """An exact amount with 6 decimal places: ``NUMERIC(18, 6)`` where the database has it, and
+    integer micro-units on SQLite (which has no exact decimal type), so sums stay exact."""
+
+    impl = Numeric(18, 6)
+    cache_ok = True
+    _QUANTUM = Decimal("0.000001")
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(BigInteger())
+        return dialect.type_descriptor(Numeric(18, 6))
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float | Decimal | str):
+            raise TypeError(f"expected a decimal amount, got {type(value).__name__}")
+        amount = Decimal(str(value)) if isinstance(value, float) else Decimal(value)
+        if not amount.is_finite():
+            raise ValueError("an amount must be finite")
+        amount = amount.quantize(self._QUANTUM)
+        return int(amount.scaleb(6)) if dialect.name == "sqlite" else amount
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        if value is None:
+            return None
+        if dialect.name == "sqlite":
+            return Decimal(int(value)).scaleb(-6).quantize(self._QUANTUM)
+        return Decimal(value).quantize(self._QUANTUM)
+
+    @property
+    def python_type(self) -> type[Decimal]:
+        return Decimal
+
+
+JSONType = JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+
+def str_enum(enum_cls: type[enum.Enum], name: str) -> SAEnum:
+    """A portable enum column type: VARCHAR holding the lower-case values, plus a CHECK."""
+    return SAEnum(
+        enum_cls,
+        name=name,
+        native_enum=False,
+        create_constraint=True,
+        length=32,
+        validate_strings=True,
+        values_callable=lambda members: [member.value for member in members],
+    )
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every flowstore model; its metadata carries the naming convention."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {
+        datetime: UTCDateTime(),
+        dict[str, Any]: JSONType,
+        uuid.UUID: Uuid(),
+        Decimal: Money(),
+        str: String(255),
+    }
+
+    def __repr__(self) -> str:
+        ident = getattr(self, "id", None)
+        return f"<{type(self).__name__} id={ident}>"
+
+
+class Entity(Base):
+    """Abstract model with the columns every record has.
+
+    ``lock_version`` is the optimistic-lock counter: SQLAlchemy adds ``WHERE lock_version = :v``
+    to every UPDATE/DELETE and raises when no row matched (mapped to ``ConcurrencyError``).
+    """
+
+    __abstract__ = True
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid7, sort_order=-10)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, sort_order=90)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow, sort_order=91)
+    lock_version: Mapped[int] = mapped_column(Integer, nullable=False, sort_order=92)
+
+    @declared_attr.directive
+    def __mapper_args__(cls) -> dict[str, Any]:
+        return {"version_id_col": cls.__table__.c.lock_version}

@@ -1,0 +1,222 @@
+"""``Repository[T]``: the contract's generic methods over one model, on one session.
+
+A repository never commits: the unit of work that owns the session does. ``add`` and
+``add_many`` flush inside a SAVEPOINT, so a duplicate key raises ``AlreadyExistsError`` and
+leaves the rest of the unit of work intact and usable.
+"""
+
+from __future__ import annotations
+
+import builtins
+import functools
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Concatenate, Generic, ParamSpec, TypeVar
+
+from sqlalchemy import ColumnElement, Select, func, select
+from sqlalchemy.orm import Session
+
+from flowstore.config import Settings
+from flowstore.errors import InvalidInputError, NotFoundError, translating
+from flowstore.models.base import Entity
+from flowstore.spec import Spec, coerce_value, column_for
+
+__all__ = ["OrderBy", "Repository", "RepositoryContext", "check_page", "coerce_id", "translated"]
+
+T = TypeVar("T", bound=Entity)
+P = ParamSpec("P")
+R = TypeVar("R")
+RepoT = TypeVar("RepoT", bound="Repository[Any]")
+
+OrderBy = str | Sequence[str] | None
+
+
+@dataclass(frozen=True)
+class RepositoryContext:
+    """What repositories need beside the session: settings (API-key secret), tenant scope."""
+
+    settings: Settings = field(default_factory=Settings)
+    org_id: uuid.UUID | None = None
+
+
+def translated(
+    method: Callable[Concatenate[RepoT, P], R],
+) -> Callable[Concatenate[RepoT, P], R]:
+    """Decorate a repository method so that only flowstore errors leave it."""
+
+    @functools.wraps(method)
+    def wrapper(self: RepoT, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        with translating():
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
+def coerce_id(value: Any) -> uuid.UUID | None:
+    """``value`` as a UUID, or ``None`` when it cannot be an id (so: not found)."""
+    if isinstance(value, uuid.UUID):
+        return value
+    if isinstance(value, str):
+        try:
+            return uuid.UUID(value)
+        except ValueError:
+            return None
+    return None
+
+
+def check_page(name: str, value: int | None) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidInputError(f"{name} must be a non-negative integer, got {value!r}")
+    return value
+
+
+class Repository(Generic[T]):
+    """Generic data access for one model; subclasses add the domain queries."""
+
+    model: ClassVar[type[Any]]
+
+    def __init__(self, session: Session, context: RepositoryContext | None = None) -> None:
+        self.session = session
+        self.context = context or RepositoryContext()
+
+    # -- reading ---------------------------------------------------------------------------
+
+    @translated
+    def get(self, id: Any) -> T:
+        """The entity with this id; ``NotFoundError`` if there is none."""
+        entity = self.get_or_none(id)
+        if entity is None:
+            raise NotFoundError(f"{self.model.__name__} {id!r} not found")
+        return entity
+
+    @translated
+    def get_or_none(self, id: Any) -> T | None:
+        """The entity with this id, or ``None``."""
+        key = coerce_id(id)
+        if key is None:
+            return None
+        entity: T | None = self.session.get(self.model, key)
+        return entity
+
+    @translated
+    def exists(self, id: Any) -> bool:
+        """Whether an entity with this id exists."""
+        key = coerce_id(id)
+        if key is None:
+            return False
+        stmt = select(self.model.id).where(self.model.id == key).limit(1)
+        return self.session.execute(stmt).first() is not None
+
+    @translated
+    def list(
+        self,
+        *specs: Spec,
+        limit: int | None = None,
+        offset: int | None = None,
+        order_by: OrderBy = None,
+        **filters: Any,
+    ) -> builtins.list[T]:
+        """Entities matching every spec and ``field=value`` filter, in a stable order."""
+        stmt = self._select(specs, filters)
+        stmt = stmt.order_by(*self._ordering(order_by))
+        limit, offset = check_page("limit", limit), check_page("offset", offset)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        if offset:
+            stmt = stmt.offset(offset)
+        return builtins.list(self.session.scalars(stmt).all())
+
+    @translated
+    def count(self, *specs: Spec, **filters: Any) -> int:
+        """How many entities match every spec and filter."""
+        stmt = select(func.count()).select_from(self.model)
+        stmt = stmt.where(*self._criteria(specs, filters))
+        return int(self.session.execute(stmt).scalar_one())
+
+    # -- writing ---------------------------------------------------------------------------
+
+    @translated
+    def add(self, entity: T) -> T:
+        """Insert ``entity`` and flush; ``AlreadyExistsError`` on a duplicate key."""
+        self._check_entity(entity)
+        with self.session.begin_nested():
+            self.session.add(entity)
+        return entity
+
+    @translated
+    def add_many(self, entities: Iterable[T]) -> builtins.list[T]:
+        """Insert every entity in one flush (batched INSERTs); all or none of them."""
+        items = builtins.list(entities)
+        for entity in items:
+            self._check_entity(entity)
+        if items:
+            with self.session.begin_nested():
+                self.session.add_all(items)
+        return items
+
+    @translated
+    def update(self, entity: T) -> T:
+        """Write ``entity``'s changes; it must exist, and a stale version is ``ConcurrencyError``.
+
+        A detached entity (from an earlier unit of work) is merged: its ``lock_version`` is
+        checked against the row's, so an update based on an old read is refused.
+        """
+        self._check_entity(entity)
+        if entity not in self.session:
+            current = self.get_or_none(entity.id)
+            if current is None:
+                raise NotFoundError(f"{self.model.__name__} {entity.id!r} not found")
+            if entity.lock_version is None:
+                entity.lock_version = current.lock_version
+            entity = self.session.merge(entity)
+        self.session.flush()
+        return entity
+
+    @translated
+    def delete(self, id: Any) -> None:
+        """Delete the entity with this id (or the entity given); ``NotFoundError`` if absent."""
+        entity = self.get(id.id if isinstance(id, self.model) else id)
+        self.session.delete(entity)
+        self.session.flush()
+
+    # -- building blocks for subclasses ----------------------------------------------------
+
+    def _check_entity(self, entity: Any) -> None:
+        if not isinstance(entity, self.model):
+            raise InvalidInputError(
+                f"{type(self).__name__} stores {self.model.__name__}, not {type(entity).__name__}"
+            )
+
+    def _criteria(
+        self, specs: Sequence[Spec], filters: dict[str, Any]
+    ) -> builtins.list[ColumnElement[bool]]:
+        clauses: builtins.list[ColumnElement[bool]] = []
+        for spec in specs:
+            if not isinstance(spec, Spec):
+                raise InvalidInputError(f"expected a Spec, got {type(spec).__name__}")
+            clauses.append(spec.to_clause(self.model))
+        for name, value in filters.items():
+            column = column_for(self.model, name)
+            coerced = coerce_value(column, name, value)
+            clauses.append(column.is_(None) if coerced is None else column == coerced)
+        return clauses
+
+    def _select(self, specs: Sequence[Spec], filters: dict[str, Any]) -> Select[tuple[T]]:
+        return select(self.model).where(*self._criteria(specs, filters))
+
+    def _ordering(self, order_by: OrderBy) -> builtins.list[Any]:
+        if order_by is None:
+            return [self.model.created_at, self.model.id]
+        names = [order_by] if isinstance(order_by, str) else builtins.list(order_by)
+        clauses: builtins.list[Any] = []
+        for name in names:
+            if not isinstance(name, str) or not name.lstrip("-"):
+                raise InvalidInputError(f"order_by takes field names, got {name!r}")
+            column = column_for(self.model, name.lstrip("-"))
+            clauses.append(column.desc() if name.startswith("-") else column.asc())
+        if "id" not in {n.lstrip("-") for n in names}:
+            clauses.append(self.model.id)  # a unique tie-breaker keeps pages from overlapping
+        return clauses

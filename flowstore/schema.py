@@ -1,0 +1,86 @@
+"""Schema management: Alembic run programmatically, from a checkout or an installed wheel.
+
+The wheel ships the revisions as ``flowstore/_migrations``; a checkout (editable install)
+uses the top-level ``migrations/`` directory. Both are the same files.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine
+
+from flowstore.models import Base
+
+__all__ = [
+    "alembic_config",
+    "create_schema",
+    "current_revision",
+    "downgrade",
+    "head_revision",
+    "script_location",
+    "upgrade",
+]
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def script_location() -> Path:
+    """The directory holding ``env.py`` and ``versions/``."""
+    for candidate in (_PACKAGE_DIR / "_migrations", _PACKAGE_DIR.parent / "migrations"):
+        if (candidate / "env.py").is_file():
+            return candidate
+    raise RuntimeError("flowstore's migrations are missing from this installation")
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """An Alembic ``Config`` for flowstore; with ``connection``, env.py migrates through it."""
+    config = Config()
+    config.set_main_option("script_location", str(script_location()))
+    config.set_main_option("path_separator", "os")
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+@lru_cache(maxsize=1)
+def head_revision() -> str:
+    """The newest revision id shipped with this version of flowstore."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    if head is None:
+        raise RuntimeError("flowstore ships no migrations")
+    return head
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Migrate the database up to ``revision``, in one transaction where the dialect allows."""
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), revision)
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    """Migrate the database down to ``revision`` (``"base"`` removes every table)."""
+    with engine.begin() as conn:
+        command.downgrade(alembic_config(conn), revision)
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision the database is at, or ``None`` when it was never migrated."""
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def create_schema(engine: Engine) -> None:
+    """Create every table straight from the models and stamp it as the head revision.
+
+    Used for throwaway in-memory databases, where it is many times faster than replaying the
+    revisions; the test suite checks that the models and the migrations agree.
+    """
+    with engine.begin() as conn:
+        Base.metadata.create_all(conn)
+        MigrationContext.configure(conn).stamp(ScriptDirectory.from_config(alembic_config()), "head")

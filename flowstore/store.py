@@ -1,0 +1,167 @@
+"""``Store``: the engine, the session factory, and the factories of units of work and queues."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self, TypeVar
+
+from sqlalchemy import URL, Engine, text
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.orm import Session, sessionmaker
+
+from flowstore import schema
+from flowstore.config import Settings
+from flowstore.engine import build_engine, is_memory_sqlite, normalize_url
+from flowstore.errors import (
+    ConcurrencyError,
+    ConnectionFailedError,
+    FlowstoreError,
+    TransactionFailedError,
+    mask_secrets,
+    translate,
+    translating,
+)
+from flowstore.repositories import RepositoryContext
+from flowstore.uow import UnitOfWork
+
+if TYPE_CHECKING:
+    from flowstore.queue import JobQueue
+
+__all__ = ["Store"]
+
+R = TypeVar("R")
+
+RETRYABLE_ERRORS: tuple[type[FlowstoreError], ...] = (TransactionFailedError, ConcurrencyError)
+
+
+class Store:
+    """Entry point to one database.
+
+    ``Store()`` with no URL uses ``FLOWSTORE_DATABASE_URL``, whose default is an in-memory
+    SQLite database; that one is ready at once (its schema is created here) and shared by
+    every unit of work of this store, from any thread.
+    """
+
+    def __init__(
+        self,
+        url: str | URL | None = None,
+        *,
+        settings: Settings | None = None,
+        **engine_options: Any,
+    ) -> None:
+        self.settings = settings or Settings()
+        self.url = normalize_url(url if url is not None else self.settings.database_url)
+        self.engine: Engine = build_engine(self.url, self.settings, **engine_options)
+        self.session_factory: sessionmaker[Session] = sessionmaker(
+            self.engine, expire_on_commit=False
+        )
+        self._context = RepositoryContext(settings=self.settings)
+        self.is_memory = is_memory_sqlite(self.url)
+        if self.is_memory:
+            with translating():
+                schema.create_schema(self.engine)
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> Self:
+        """A store configured from ``settings`` (default: the ``FLOWSTORE_`` environment)."""
+        return cls(settings=settings or Settings())
+
+    def __repr__(self) -> str:
+        return f"Store({self.safe_url!r})"
+
+    @property
+    def safe_url(self) -> str:
+        """The URL with its password masked."""
+        return mask_secrets(self.url.render_as_string(hide_password=True))
+
+    @property
+    def dialect(self) -> str:
+        """``sqlite``, ``postgresql``, ``mysql`` or ``mariadb``."""
+        return self.engine.dialect.name
+
+    # -- units of work and queues ----------------------------------------------------------
+
+    def unit_of_work(self) -> UnitOfWork:
+        """A new unit of work (use it as a context manager)."""
+        return UnitOfWork(self.session_factory, self._context)
+
+    def run_in_transaction(
+        self,
+        work: Callable[[UnitOfWork], R],
+        *,
+        attempts: int = 3,
+        backoff: float = 0.05,
+        retry_on: tuple[type[FlowstoreError], ...] = RETRYABLE_ERRORS,
+    ) -> R:
+        """Run ``work(uow)`` in a unit of work, again on a retryable failure.
+
+        Deadlocks, serialization failures and lock timeouts (``TransactionFailedError``) and
+        stale optimistic-lock checks (``ConcurrencyError``) re-run the whole unit of work, up to
+        ``attempts`` times in all, with jittered exponential backoff; the last error is raised.
+        ``work`` must be safe to run again: everything it read is read anew.
+        """
+        if attempts < 1:
+            raise ValueError("attempts must be at least 1")
+        for attempt in range(1, attempts + 1):
+            try:
+                with self.unit_of_work() as uow:
+                    return work(uow)
+            except retry_on:
+                if attempt == attempts:
+                    raise
+                time.sleep(backoff * 2 ** (attempt - 1) * random.uniform(0.5, 1.5))
+        raise AssertionError("unreachable")
+
+    def queue(self, name: str = "default", *, lease_seconds: float = 30) -> JobQueue:
+        """The job queue ``name`` for workers: every call is its own short transaction."""
+        from flowstore.queue import JobQueue
+
+        return JobQueue(self, name, lease_seconds=lease_seconds)
+
+    # -- schema ----------------------------------------------------------------------------
+
+    def upgrade(self, revision: str = "head") -> None:
+        """Apply the migrations up to ``revision`` (Alembic, from the installed package)."""
+        with translating():
+            schema.upgrade(self.engine, revision)
+
+    def downgrade(self, revision: str) -> None:
+        """Revert the migrations down to ``revision`` (``"base"``: drop everything)."""
+        with translating():
+            schema.downgrade(self.engine, revision)
+
+    def current_revision(self) -> str | None:
+        """The applied revision id, or ``None`` for a database never migrated."""
+        with translating():
+            return schema.current_revision(self.engine)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def ping(self) -> None:
+        """Check that the database answers; ``ConnectionFailedError`` if it does not."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except sa_exc.SQLAlchemyError as exc:
+            error = translate(exc)
+            if not isinstance(error, ConnectionFailedError):
+                error = ConnectionFailedError(f"database {self.safe_url} did not answer: {error}")
+            raise error from exc
+
+    def close(self) -> None:
+        """Close every pooled connection (an in-memory database is gone afterwards)."""
+        self.engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
