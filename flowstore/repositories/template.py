@@ -11,7 +11,7 @@ import builtins
 import json
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, cast, exists, func, literal_column, select, true
+from sqlalchemy import ColumnElement, and_, exists, func, literal_column, select, true, type_coerce
 from sqlalchemy.dialects.postgresql import JSONB
 
 from flowstore.errors import InvalidInputError
@@ -70,7 +70,7 @@ class TemplateRepository(Repository[Template]):
         if not attributes:
             clause: ColumnElement[bool] = true()
         elif dialect == "postgresql":
-            clause = Template.attributes.op("@>")(cast(encoded, JSONB))
+            clause = Template.attributes.op("@>")(type_coerce(attributes, JSONB))
         elif dialect in {"mysql", "mariadb"}:
             clause = func.json_contains(Template.attributes, encoded) == 1
         else:

@@ -1,0 +1,1 @@
+"""flowstore's test kit: a pytest plugin (fixtures) and factory-boy factories."""

@@ -1,0 +1,108 @@
+"""Fixtures shared by the suite: a ``store`` on every selected backend.
+
+``store`` is parametrized over the backends in ``FLOWSTORE_TEST_BACKENDS``: ``sqlite`` (a new
+in-memory store per test), ``sqlite_file`` (a migrated file per test), and ``postgresql`` /
+``mysql`` (one migrated throwaway database per run, emptied before each test).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from flowstore import Store
+from flowstore.models import Base
+from tests.backends import (
+    SERVER_BACKENDS,
+    ThrowawayDatabase,
+    create_database,
+    in_ci,
+    selected_backends,
+)
+
+BACKENDS = selected_backends()
+
+
+def server_database(request: pytest.FixtureRequest, backend: str, tag: str) -> ThrowawayDatabase:
+    """A throwaway database on ``backend`` (dropped when the test session ends), or skip/fail."""
+    try:
+        database = create_database(backend, tag)
+    except Exception as exc:  # the server is down or refuses us
+        reason = f"{backend} server unreachable: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+        if in_ci():
+            pytest.fail(f"CI=true and {reason}", pytrace=False)
+        pytest.skip(reason)
+    request.session.config.add_cleanup(database.drop)  # type: ignore[attr-defined]
+    return database
+
+
+@pytest.fixture(scope="session")
+def server_stores(request: pytest.FixtureRequest) -> Iterator[dict[str, Store]]:
+    """Lazily created, migrated stores on the servers, one per backend, for the whole run."""
+    stores: dict[str, Store] = {}
+
+    def get(backend: str) -> Store:
+        if backend not in stores:
+            database = server_database(request, backend, "suite")
+            store = Store(database.url)
+            store.upgrade()
+            stores[backend] = store
+        return stores[backend]
+
+    yield _LazyStores(get)
+    for store in stores.values():
+        store.close()
+
+
+class _LazyStores(dict[str, Store]):
+    def __init__(self, getter: object) -> None:
+        super().__init__()
+        self._getter = getter
+
+    def __missing__(self, backend: str) -> Store:
+        return self._getter(backend)  # type: ignore[operator, no-any-return]
+
+
+def empty_tables(store: Store) -> None:
+    """Delete every row (children first); audit rows are truncated past their triggers."""
+    tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
+    with store.engine.begin() as conn:
+        existing = set(store.engine.dialect.get_table_names(conn))
+        if store.dialect == "postgresql":
+            names = ", ".join(f'"{t}"' for t in tables if t in existing)
+            conn.execute(text(f"TRUNCATE {names} CASCADE"))
+            return
+        for table in tables:
+            if table not in existing:
+                continue
+            if table == "audit_logs" and store.dialect in {"mysql", "mariadb"}:
+                conn.execute(text("SET FOREIGN_KEY_CHECKS = 0"))
+                conn.execute(text("TRUNCATE TABLE audit_logs"))
+                conn.execute(text("SET FOREIGN_KEY_CHECKS = 1"))
+            else:
+                conn.execute(text(f"DELETE FROM {table}"))
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """The name of the backend a ``store`` test runs on."""
+    return str(request.param)
+
+
+@pytest.fixture
+def store(backend: str, server_stores: dict[str, Store], tmp_path: Path) -> Iterator[Store]:
+    """A ready, empty store on ``backend``."""
+    if backend == "sqlite":
+        with Store("sqlite://") as memory:
+            yield memory
+    elif backend == "sqlite_file":
+        with Store(f"sqlite:///{tmp_path / 'flowstore.sqlite3'}") as file_store:
+            file_store.upgrade()
+            yield file_store
+    else:
+        shared = server_stores[backend]
+        empty_tables(shared)
+        yield shared
