@@ -16,9 +16,10 @@ from typing import Any, ClassVar, Concatenate, Generic, ParamSpec, TypeVar
 
 from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.util import identity_key
 
 from flowstore.config import Settings
-from flowstore.errors import InvalidInputError, NotFoundError, translating
+from flowstore.errors import AlreadyExistsError, InvalidInputError, NotFoundError, translating
 from flowstore.models.base import Entity
 from flowstore.spec import Spec, coerce_value, column_for
 
@@ -141,7 +142,7 @@ class Repository(Generic[T]):
     @translated
     def add(self, entity: T) -> T:
         """Insert ``entity`` and flush; ``AlreadyExistsError`` on a duplicate key."""
-        self._check_entity(entity)
+        self._check_new(entity)
         with self.session.begin_nested():
             self.session.add(entity)
         return entity
@@ -151,7 +152,7 @@ class Repository(Generic[T]):
         """Insert every entity in one flush (batched INSERTs); all or none of them."""
         items = builtins.list(entities)
         for entity in items:
-            self._check_entity(entity)
+            self._check_new(entity)
         if items:
             with self.session.begin_nested():
                 self.session.add_all(items)
@@ -189,6 +190,14 @@ class Repository(Generic[T]):
             raise InvalidInputError(
                 f"{type(self).__name__} stores {self.model.__name__}, not {type(entity).__name__}"
             )
+
+    def _check_new(self, entity: Any) -> None:
+        """Refuse a new entity whose id this session already holds (no round trip needed)."""
+        self._check_entity(entity)
+        if entity.id is not None and entity not in self.session:
+            key = identity_key(self.model, coerce_id(entity.id) or entity.id)
+            if key in self.session.identity_map:
+                raise AlreadyExistsError(f"{self.model.__name__} {entity.id} already exists")
 
     def _criteria(
         self, specs: Sequence[Spec], filters: dict[str, Any]
