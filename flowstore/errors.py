@@ -158,6 +158,11 @@ def translate(exc: BaseException) -> FlowstoreError:
         if isinstance(exc, sa_exc.DataError):
             return InvalidInputError(f"invalid value: {_orig_message(exc)}")
         return FlowstoreError(f"database error: {_orig_message(exc)}")
+    if isinstance(exc, sa_exc.PendingRollbackError):
+        return TransactionFailedError(
+            "the unit of work failed earlier and was rolled back; run it again: "
+            + mask_secrets(str(exc).splitlines()[0])
+        )
     if isinstance(exc, sa_exc.StatementError):
         # Raised before the statement reached the driver: a value its column type refused.
         orig = exc.orig

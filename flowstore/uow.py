@@ -141,9 +141,9 @@ class UnitOfWork:
         try:
             yield
         except BaseException as exc:
-            if nested.is_active:
-                with contextlib.suppress(sa_exc.SQLAlchemyError):
-                    nested.rollback()
+            # also after a failed flush, which leaves the savepoint inactive but not rolled back
+            with contextlib.suppress(sa_exc.SQLAlchemyError):
+                nested.rollback()
             if isinstance(exc, sa_exc.SQLAlchemyError):
                 raise translate(exc) from exc
             raise
