@@ -3,10 +3,10 @@
 SQLite gets foreign keys on, a busy timeout, WAL for files, and driver-level transaction
 handling turned off so that SQLAlchemy emits BEGIN itself (SAVEPOINT then works on pysqlite).
 
-The in-memory database lives in one connection (``StaticPool``), so that every unit of work
-sees the same data. A connection is not a transaction boundary for concurrent threads, so a
-gate admits one thread at a time to it, from checkout to checkin (one transaction); other
-threads wait, up to ``pool_timeout``. Re-entry from the thread holding it is allowed.
+The in-memory database lives in one connection (a ``StaticPool``), so that every unit of work
+sees the same data. One connection cannot keep concurrent transactions apart, so the pool lends
+it to one thread at a time, from checkout to checkin (one transaction); other threads wait, up
+to ``pool_timeout``.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def engine_options(url: URL, settings: Settings) -> dict[str, Any]:
         connect_args: dict[str, Any] = {"timeout": settings.sqlite_busy_timeout_ms / 1000}
         if is_memory_sqlite(url):
             connect_args["check_same_thread"] = False
-            options["poolclass"] = StaticPool
+            options["poolclass"] = _GatedStaticPool
         else:
             options.update(pool_size=settings.pool_size, max_overflow=settings.max_overflow)
             options["pool_timeout"] = settings.pool_timeout
@@ -95,33 +95,59 @@ def engine_options(url: URL, settings: Settings) -> dict[str, Any]:
     return options
 
 
-class _ThreadGate:
-    """A re-entrant gate that any thread may release (a checkin can run on another thread)."""
+class _GatedStaticPool(StaticPool):
+    """``StaticPool`` that lends its one connection to one thread at a time.
 
-    def __init__(self, timeout: float) -> None:
+    The gate is taken before the connection is handed out and given back when it is returned,
+    so two threads never share a transaction. A second checkout from the thread that holds the
+    connection (a unit of work opened inside another) is refused at once: waiting would
+    deadlock, and sharing would mix the two transactions.
+    """
+
+    gate_timeout: float = 30.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self._cond = threading.Condition()
         self._owner: int | None = None
-        self._depth = 0
-        self._timeout = timeout
 
-    def enter(self) -> None:
+    def _do_get(self) -> Any:
         me = threading.get_ident()
         with self._cond:
-            if not self._cond.wait_for(lambda: self._owner in (None, me), self._timeout):
-                raise sa_exc.TimeoutError(
-                    f"the in-memory database stayed busy for {self._timeout:g}s"
+            if self._owner == me:
+                raise sa_exc.InvalidRequestError(
+                    "the in-memory database is already in use by another unit of work in this "
+                    "thread; finish that one first (or use a SQLite file or a server)"
                 )
-            self._owner, self._depth = me, self._depth + 1
+            if not self._cond.wait_for(lambda: self._owner is None, self.gate_timeout):
+                raise sa_exc.TimeoutError(
+                    f"the in-memory database stayed busy for {self.gate_timeout:g}s"
+                )
+            self._owner = me
+        try:
+            return super()._do_get()
+        except BaseException:
+            self._release()
+            raise
 
-    def leave(self) -> None:
+    def _do_return_conn(self, record: Any) -> None:
+        try:
+            super()._do_return_conn(record)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
         with self._cond:
-            self._depth = max(0, self._depth - 1)
-            if self._depth == 0:
-                self._owner = None
-                self._cond.notify()
+            self._owner = None
+            self._cond.notify()
 
 
-def _install_sqlite_hooks(engine: Engine, settings: Settings, memory: bool) -> None:
+def _install_sqlite_hooks(
+    engine: Engine, settings: Settings, memory: bool, *, thread_gate: bool = True
+) -> None:
+    """Pragmas and BEGIN on every connection. The in-memory thread gate is the pool class
+    (``_GatedStaticPool``); ``thread_gate=False`` is for callers that bring their own pool
+    (flowstore.aio gates tasks, not threads, and passes ``engine.sync_engine``)."""
     busy_ms = int(settings.sqlite_busy_timeout_ms)
 
     @event.listens_for(engine, "connect")
@@ -141,10 +167,8 @@ def _install_sqlite_hooks(engine: Engine, settings: Settings, memory: bool) -> N
     def _on_begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN")
 
-    if memory:
-        gate = _ThreadGate(settings.pool_timeout)
-        event.listen(engine.pool, "checkout", lambda *_: gate.enter())
-        event.listen(engine.pool, "checkin", lambda *_: gate.leave())
+    if thread_gate and isinstance(engine.pool, _GatedStaticPool):
+        engine.pool.gate_timeout = settings.pool_timeout
 
 
 def build_engine(url: str | URL, settings: Settings, **overrides: Any) -> Engine:
