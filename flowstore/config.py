@@ -17,7 +17,7 @@ from flowstore.errors import mask_secrets
 MEMORY_URL = "sqlite://"
 
 # Used when FLOWSTORE_API_KEY_SECRET is not set; fine for development, not for production.
-DEV_API_KEY_SECRET = "flowstore-development-key-do-not-use-in-production"
+DEV_API_KEY_SECRET = "flowstore-development-key-do-not-use-in-production"  # noqa: S105
 
 
 class Settings(BaseSettings):

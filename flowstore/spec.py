@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from sqlalchemy import ColumnElement, and_, inspect, not_, or_
 from sqlalchemy.orm import ColumnProperty
@@ -23,7 +23,7 @@ from sqlalchemy.sql.sqltypes import JSON
 
 from flowstore.errors import InvalidInputError
 
-__all__ = ["OPERATORS", "Spec", "column_for", "coerce_value", "where"]
+__all__ = ["OPERATORS", "Spec", "coerce_value", "column_for", "where"]
 
 OPERATORS: Final = frozenset(
     {"==", "!=", "<", "<=", ">", ">=", "in", "like", "contains", "startswith"}
@@ -73,29 +73,32 @@ class _Where(Spec):
             values = [coerce_value(column, self.field, v) for v in value]
             if len(values) > _MAX_IN:
                 raise InvalidInputError(f"'in' takes at most {_MAX_IN} values")
-            return column.in_(values)
+            return cast("ColumnElement[bool]", column.in_(values))
         if op in {"like", "contains", "startswith"}:
             if not isinstance(value, str):
                 raise InvalidInputError(f"{op!r} on {self.field!r} takes a string")
             _check_text(self.field, value)
             if op == "like":
-                return column.like(value)
+                return cast("ColumnElement[bool]", column.like(value))
             if op == "contains":
-                return column.contains(value, autoescape=True)
-            return column.startswith(value, autoescape=True)
+                return cast("ColumnElement[bool]", column.contains(value, autoescape=True))
+            return cast("ColumnElement[bool]", column.startswith(value, autoescape=True))
         coerced = coerce_value(column, self.field, value)
         if coerced is None and op in {"==", "!="}:
-            return column.is_(None) if op == "==" else column.is_not(None)
+            return cast(
+                "ColumnElement[bool]", column.is_(None) if op == "==" else column.is_not(None)
+            )
         if coerced is None:
             raise InvalidInputError(f"{op!r} on {self.field!r} cannot compare with None")
-        return {
+        comparisons = {
             "==": column.__eq__,
             "!=": column.__ne__,
             "<": column.__lt__,
             "<=": column.__le__,
             ">": column.__gt__,
             ">=": column.__ge__,
-        }[op](coerced)
+        }
+        return cast("ColumnElement[bool]", comparisons[op](coerced))
 
 
 @dataclass(frozen=True, repr=False)

@@ -56,7 +56,12 @@ def machine(uow: UnitOfWork, **kw: Any) -> Machine:
 
 def deployment(uow: UnitOfWork, **kw: Any) -> Deployment:
     n = next(_seq)
-    values = {"name": f"svc-{n}", "version": "1.4.2", "status": DeploymentStatus.PENDING, "config": {}}
+    values = {
+        "name": f"svc-{n}",
+        "version": "1.4.2",
+        "status": DeploymentStatus.PENDING,
+        "config": {},
+    }
     return uow.deployments.add(Deployment(**{**values, **kw}))
 
 

@@ -81,7 +81,12 @@ def test_templates_by_provider_and_attributes(store: Store) -> None:
         gpu = b.template(
             uow,
             provider_type="aws",
-            attributes={"gpu": True, "cpu": 8, "region": "eu-west-1", "tags": {"team": "ml", "tier": 1}},
+            attributes={
+                "gpu": True,
+                "cpu": 8,
+                "region": "eu-west-1",
+                "tags": {"team": "ml", "tier": 1},
+            },
         )
         cpu = b.template(uow, provider_type="aws", attributes={"gpu": False, "cpu": 8})
         gcp = b.template(uow, provider_type="gcp", attributes={"gpu": 1, "labels": ["a", "b"]})

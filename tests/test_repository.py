@@ -202,7 +202,9 @@ def test_add_many_all_or_nothing(store: Store, repo: str) -> None:
         fresh = [_build(uow, repo) for _ in range(3)]
         assert [f.id for f in fresh] != ids
         extra_values = {
-            c.key: getattr(fresh[0], c.key) for c in model.__table__.columns if c.key != "lock_version"
+            c.key: getattr(fresh[0], c.key)
+            for c in model.__table__.columns
+            if c.key != "lock_version"
         }
         uow.commit()
         copies = [model(**{**extra_values, "id": uuid.uuid4()}), model(**extra_values)]
@@ -235,9 +237,7 @@ def test_stable_order_with_equal_created_at(store: Store) -> None:
             [Deployment(name=f"d{i}", version="1", created_at=stamp) for i in range(7)]
         )
     with store.unit_of_work() as uow:
-        pages = [
-            [d.id for d in uow.deployments.list(limit=3, offset=o)] for o in range(0, 9, 3)
-        ]
+        pages = [[d.id for d in uow.deployments.list(limit=3, offset=o)] for o in range(0, 9, 3)]
     flat = sum(pages, [])
     assert flat == sorted(d.id for d in made)  # ties on created_at are broken by id
     assert len(set(flat)) == 7
@@ -249,7 +249,12 @@ def test_order_by_list_and_descending(store: Store) -> None:
             uow.deployments.add(Deployment(name=name, version=version))
     with store.unit_of_work() as uow:
         rows = uow.deployments.list(order_by=["-version", "name"])
-        assert [(d.version, d.name) for d in rows] == [("2", "a"), ("2", "b"), ("1", "a"), ("1", "c")]
+        assert [(d.version, d.name) for d in rows] == [
+            ("2", "a"),
+            ("2", "b"),
+            ("1", "a"),
+            ("1", "c"),
+        ]
         rows = uow.deployments.list(order_by="-name", limit=2)
         assert [d.name for d in rows] == ["c", "b"]
         with pytest.raises(InvalidInputError):

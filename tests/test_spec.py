@@ -99,7 +99,10 @@ def test_numbers_and_decimals(store: Store) -> None:
         b.inference_request(uow, cost=Decimal("0.000001"))
         b.inference_request(uow, cost=Decimal("2.5"))
     with store.unit_of_work() as uow:
-        assert sorted(t.max_number for t in uow.templates.list(where("max_number", ">=", 5))) == [5, 10]
+        assert sorted(t.max_number for t in uow.templates.list(where("max_number", ">=", 5))) == [
+            5,
+            10,
+        ]
         assert uow.inference_requests.count(where("cost", ">", Decimal("0.000001"))) == 1
         assert uow.inference_requests.count(where("cost", "<=", 0.000001)) == 1
         assert uow.inference_requests.count(cost=Decimal("2.500000")) == 1

@@ -30,9 +30,8 @@ def test_default_store_is_in_memory_and_ready(monkeypatch: pytest.MonkeyPatch) -
             assert uow.deployments.count() == 1
         with store.session_factory() as session:  # plain sessions see it too
             assert session.scalar(text("SELECT count(*) FROM deployments")) == 1
-    with Store() as other:  # each store has its own in-memory database
-        with other.unit_of_work() as uow:
-            assert uow.deployments.count() == 0
+    with Store() as other, other.unit_of_work() as uow:  # each store has its own database
+        assert uow.deployments.count() == 0
 
 
 def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

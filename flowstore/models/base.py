@@ -20,7 +20,18 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Dialect, Integer, MetaData, Numeric, String, TypeDecorator, Uuid
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Dialect,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    TypeDecorator,
+    Uuid,
+)
 from sqlalchemy import Enum as SAEnum
 from sqlalchemy.dialects import mysql, postgresql
 from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column

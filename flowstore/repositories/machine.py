@@ -38,10 +38,10 @@ class MachineRepository(Repository[Machine]):
     @translated
     def update_status(self, id: Any, status: MachineStatus | str) -> bool:
         """Set the machine's status; ``False`` when there is no such machine."""
-        status = coerce_value(Machine.status, "status", status)
+        new_status: MachineStatus = coerce_value(Machine.status, "status", status)
         machine = self.get_or_none(id)
         if machine is None:
             return False
-        machine.status = status
+        machine.status = new_status
         self.session.flush()
         return True

@@ -26,10 +26,10 @@ class RequestRepository(Repository[Request]):
     @translated
     def update_status(self, id: Any, status: RequestStatus | str) -> bool:
         """Set the request's status; ``False`` when there is no such request."""
-        status = coerce_value(Request.status, "status", status)
+        new_status: RequestStatus = coerce_value(Request.status, "status", status)
         request = self.get_or_none(id)
         if request is None:
             return False
-        request.status = status
+        request.status = new_status
         self.session.flush()
         return True

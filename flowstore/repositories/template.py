@@ -23,8 +23,7 @@ def json_contains(document: Any, wanted: Any) -> bool:
     """Containment with PostgreSQL's ``@>`` semantics, in Python."""
     if isinstance(wanted, dict):
         return isinstance(document, dict) and all(
-            key in document and json_contains(document[key], value)
-            for key, value in wanted.items()
+            key in document and json_contains(document[key], value) for key, value in wanted.items()
         )
     if isinstance(wanted, list):
         return isinstance(document, list) and all(
@@ -74,9 +73,7 @@ class TemplateRepository(Repository[Template]):
         elif dialect in {"mysql", "mariadb"}:
             clause = func.json_contains(Template.attributes, encoded) == 1
         else:
-            scalars = [
-                _sqlite_scalar_match(k, v) for k, v in attributes.items() if k not in nested
-            ]
+            scalars = [_sqlite_scalar_match(k, v) for k, v in attributes.items() if k not in nested]
             clause = and_(true(), *scalars)
         stmt = select(Template).where(clause).order_by(*self._ordering(None))
         found = builtins.list(self.session.scalars(stmt).all())

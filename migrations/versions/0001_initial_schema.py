@@ -141,7 +141,9 @@ def upgrade() -> None:
             _status("request_status", "pending", "in_progress", "completed", "failed", "cancelled"),
             nullable=False,
         ),
-        sa.CheckConstraint("machine_count >= 0", name=op.f("ck_requests_machine_count_not_negative")),
+        sa.CheckConstraint(
+            "machine_count >= 0", name=op.f("ck_requests_machine_count_not_negative")
+        ),
         _fk("requests", "template_id", "templates", "RESTRICT"),
     )
     _index("requests", "status")
@@ -154,7 +156,12 @@ def upgrade() -> None:
             "status",
             _status(
                 "machine_status",
-                "pending", "running", "stopping", "stopped", "terminated", "failed",
+                "pending",
+                "running",
+                "stopping",
+                "stopped",
+                "terminated",
+                "failed",
             ),
             nullable=False,
         ),
