@@ -1,0 +1,295 @@
+"""The ``flowstore`` command line, run as a real process on a SQLite file and on PostgreSQL.
+
+Every failure must be one line on stderr with a non-zero exit status: no traceback and no
+password, whatever the command and however the URL is broken.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic.script import ScriptDirectory
+from sqlalchemy import inspect, text
+
+from flowstore import Store, __version__
+from flowstore.models import Base, Deployment, DeploymentStatus, Organization
+from flowstore.schema import alembic_config, head_revision
+from tests.backends import create_database, in_ci
+from tests.conftest import BACKENDS
+
+CLI_BACKENDS = (["sqlite_file"] if {"sqlite", "sqlite_file"} & set(BACKENDS) else []) + (
+    ["postgresql"] if "postgresql" in BACKENDS else []
+)
+PASSWORD = "Sup3r-s3cret-pw"
+UNKNOWN_REVISION = "9f1c0ffee5a7"
+REVISIONS = [s.revision for s in ScriptDirectory.from_config(alembic_config()).walk_revisions()]
+REVISIONS.reverse()  # oldest first
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """The environment of a CLI run: this one without any FLOWSTORE_ setting, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWSTORE_")}
+    env.update(extra)
+    return env
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m flowstore ARGS`` in a fresh process and capture its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "flowstore", *args],
+        capture_output=True,
+        text=True,
+        env=env if env is not None else cli_env(),
+        cwd=cwd,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def assert_ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, f"exit {result.returncode}: {result.stderr}{result.stdout}"
+    assert "Traceback" not in result.stderr
+    return result.stdout
+
+
+def assert_one_line_error(
+    result: subprocess.CompletedProcess[str], *secrets: str, code: int = 1
+) -> str:
+    """The run failed with ``code`` and said why in exactly one stderr line, secrets masked."""
+    assert result.returncode == code, f"exit {result.returncode}: {result.stderr}{result.stdout}"
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("flowstore: error: "), lines[0]
+    for output in (result.stderr, result.stdout):
+        assert "Traceback" not in output
+        for secret in secrets:
+            assert secret not in output
+    return lines[0]
+
+
+def closed_port() -> int:
+    """A local TCP port nothing listens on (bound, then released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(params=CLI_BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database on the backend: a SQLite file path, or a throwaway PostgreSQL DB."""
+    if request.param == "sqlite_file":
+        yield f"sqlite:///{tmp_path / 'cli.sqlite3'}"
+        return
+    try:
+        database = create_database("postgresql", "cli")
+    except Exception as exc:
+        reason = f"postgresql unreachable: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+        if in_ci():
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+    try:
+        yield database.url.render_as_string(hide_password=False)
+    finally:
+        database.drop()
+
+
+def migrated(url: str) -> Store:
+    store = Store(url)
+    store.upgrade()
+    return store
+
+
+def test_migration_lifecycle(database_url: str) -> None:
+    """upgrade step by step, current, history, check, ping, stats, then downgrade to base."""
+    first, head = REVISIONS[0], head_revision()
+    assert_ok(run_cli("db", "upgrade", first, "--url", database_url))
+
+    current = assert_ok(run_cli("db", "current", "--url", database_url)).strip()
+    if first != head:
+        assert current.startswith(f"{first} (behind head {head}")
+        behind = assert_one_line_error(run_cli("db", "check", "--url", database_url))
+        assert f"at {first}, behind head {head}" in behind
+    else:
+        assert current == f"{head} (head)"
+
+    upgraded = assert_ok(run_cli("db", "upgrade", "--url", database_url))
+    assert f"to {head} (head)" in upgraded
+    assert assert_ok(run_cli("--url", database_url, "db", "current")).strip() == f"{head} (head)"
+
+    history = assert_ok(run_cli("db", "history", "--url", database_url)).splitlines()
+    assert [line.split(" -> ")[1].split()[0].rstrip(":") for line in history] == REVISIONS[::-1]
+    assert "(head, current)" in history[0]
+
+    checked = assert_ok(run_cli("db", "check", "--url", database_url))
+    assert f"at head {head}; the schema matches the models" in checked
+    assert "ok (" in assert_ok(run_cli("ping", "--url", database_url))
+
+    stats = json.loads(assert_ok(run_cli("stats", "--json", "--url", database_url)))
+    assert stats["revision"] == head
+    assert set(stats["tables"]) == set(Base.metadata.tables)
+    assert set(stats["tables"].values()) == {0}
+
+    down = assert_ok(run_cli("db", "downgrade", "base", "--url", database_url))
+    assert f"downgraded from {head} to base" in down
+    assert assert_ok(run_cli("db", "current", "--url", database_url)).startswith(
+        "none (not migrated"
+    )
+    with Store(database_url) as store, store.engine.connect() as conn:
+        assert set(inspect(conn).get_table_names()) <= {"alembic_version"}
+
+
+def test_url_from_the_environment(database_url: str) -> None:
+    env = cli_env(FLOWSTORE_DATABASE_URL=database_url)
+    assert "upgraded from an empty database" in assert_ok(run_cli("db", "upgrade", env=env))
+    result = run_cli("db", "current", env=env)
+    assert assert_ok(result).strip() == f"{head_revision()} (head)"
+    assert "note:" not in result.stderr
+
+
+def test_stats_counts_what_is_there(database_url: str) -> None:
+    statuses = [DeploymentStatus.RUNNING, DeploymentStatus.RUNNING, DeploymentStatus.FAILED]
+    with migrated(database_url) as store, store.unit_of_work() as uow:
+        uow.organizations.add_many(
+            [Organization(name=f"Org {i}", slug=f"org-{i}") for i in range(4)]
+        )
+        uow.deployments.add_many(
+            [Deployment(name=f"d{i}", version="1.0.0", status=s) for i, s in enumerate(statuses)]
+        )
+
+    stats = json.loads(assert_ok(run_cli("stats", "--json", "--url", database_url)))
+    assert stats["tables"]["organizations"] == 4
+    assert stats["tables"]["deployments"] == len(statuses)
+    assert stats["tables"]["users"] == 0
+    assert stats["deployments"] == {"total": 3, "by_status": {"failed": 1, "running": 2}}
+
+    report = assert_ok(run_cli("stats", "--url", database_url))
+    assert "deployments  3 in all (failed 1, running 2)" in report
+    assert any(line.split() == ["organizations", "4"] for line in report.splitlines())
+
+
+def test_check_fails_when_the_schema_was_changed_behind_alembics_back(database_url: str) -> None:
+    with migrated(database_url) as store, store.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE organizations ADD COLUMN rogue INTEGER"))
+        conn.execute(text("CREATE TABLE scratch (id INTEGER PRIMARY KEY)"))
+
+    result = run_cli("db", "check", "--url", database_url)
+    error = assert_one_line_error(result)
+    assert "2 difference(s) between the models and the database" in error
+    listed = result.stdout.splitlines()
+    assert "  - column organizations.rogue: in the database, not in the models" in listed
+    assert "  - table scratch: in the database, not in the models" in listed
+
+
+def test_check_lists_a_missing_table(database_url: str) -> None:
+    with migrated(database_url) as store, store.engine.begin() as conn:
+        conn.execute(text("DROP TABLE inference_requests"))
+    result = run_cli("db", "check", "--url", database_url)
+    error = assert_one_line_error(result)
+    listed = result.stdout.splitlines()
+    assert f"{len(listed)} difference(s)" in error
+    assert "  - table inference_requests: in the models, missing from the database" in listed
+    assert all("inference_requests" in line for line in listed)  # the table and its indexes
+
+
+def test_a_database_ahead_of_the_code_is_refused(database_url: str) -> None:
+    with migrated(database_url) as store, store.engine.begin() as conn:
+        conn.execute(text(f"UPDATE alembic_version SET version_num = '{UNKNOWN_REVISION}'"))
+
+    for command in (
+        ["db", "current"],
+        ["db", "check"],
+        ["db", "upgrade"],
+        ["db", "downgrade", "base"],
+    ):
+        error = assert_one_line_error(run_cli(*command, "--url", database_url))
+        assert f"the database is ahead of this code: its revision '{UNKNOWN_REVISION}'" in error
+    history = run_cli("db", "history", "--url", database_url)
+    assert "ahead of this code" in assert_one_line_error(history)
+    assert head_revision() in history.stdout
+
+    with Store(database_url) as store:
+        assert store.current_revision() == UNKNOWN_REVISION  # nothing was touched
+        with store.engine.connect() as conn:
+            assert set(Base.metadata.tables) <= set(inspect(conn).get_table_names())
+
+
+def test_a_wrong_revision_is_one_line(database_url: str) -> None:
+    assert_ok(run_cli("db", "upgrade", "--url", database_url))
+    for command in (["db", "upgrade", "nosuchrev"], ["db", "downgrade", "nosuchrev"]):
+        error = assert_one_line_error(run_cli(*command, "--url", database_url))
+        assert "'nosuchrev'" in error
+        assert "flowstore db history" in error
+    with Store(database_url) as store:
+        assert store.current_revision() == head_revision()
+
+
+def test_downgrade_needs_a_revision(tmp_path: Path) -> None:
+    result = run_cli("db", "downgrade", "--url", f"sqlite:///{tmp_path / 'x.sqlite3'}")
+    assert result.returncode == 2
+    assert "REV" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("this is not a url", "invalid database URL"),
+        (f"nosuchdriver://admin:{PASSWORD}@127.0.0.1/db", "cannot use database URL"),
+        ("postgresql://admin:{password}@127.0.0.1:{port}/db", "database connection failed"),
+        ("mysql://admin:{password}@127.0.0.1:{port}/db", "database connection failed"),
+    ],
+    ids=["garbage", "unknown-driver", "postgresql-closed-port", "mysql-closed-port"],
+)
+def test_bad_urls_fail_in_one_line_without_the_password(url: str, expected: str) -> None:
+    url = url.format(password=PASSWORD, port=closed_port())
+    by_option = run_cli("ping", "--url", url, timeout=60)
+    assert expected in assert_one_line_error(by_option, PASSWORD)
+    by_env = run_cli("db", "upgrade", env=cli_env(FLOWSTORE_DATABASE_URL=url), timeout=60)
+    assert expected in assert_one_line_error(by_env, PASSWORD)
+
+
+def test_a_missing_sqlite_file_is_not_created(tmp_path: Path) -> None:
+    path = tmp_path / "typo.sqlite3"
+    error = assert_one_line_error(run_cli("db", "current", "--url", f"sqlite:///{path}"))
+    assert "does not exist" in error
+    assert not path.exists()
+    no_dir = tmp_path / "no" / "such" / "dir.sqlite3"
+    error = assert_one_line_error(run_cli("db", "upgrade", "--url", f"sqlite:///{no_dir}"))
+    assert "no such directory" in error
+
+
+def test_invalid_settings_are_one_line() -> None:
+    result = run_cli("ping", env=cli_env(FLOWSTORE_POOL_SIZE="lots"))
+    assert "FLOWSTORE_POOL_SIZE" in assert_one_line_error(result)
+
+
+def test_in_memory_default_says_so() -> None:
+    result = run_cli("db", "current")
+    assert assert_ok(result).strip() == f"{head_revision()} (head)"
+    assert "throwaway in-memory database" in result.stderr
+
+
+def test_usage_and_version() -> None:
+    bare = run_cli()
+    assert bare.returncode == 2
+    assert "db" in bare.stderr and "demo" in bare.stderr
+    db = run_cli("db")
+    assert db.returncode == 2
+    assert "upgrade" in db.stderr and "check" in db.stderr
+
+    script = Path(sys.executable).with_name("flowstore")
+    if not script.exists():
+        pytest.skip("the flowstore console script is not installed next to this Python")
+    version = subprocess.run(
+        [str(script), "--version"], capture_output=True, text=True, env=cli_env(), check=False
+    )
+    assert assert_ok(version).strip() == f"flowstore {__version__}"
