@@ -16,7 +16,7 @@ from flowstore import (
     Store,
     where,
 )
-from flowstore.models import Deployment, Organization
+from flowstore.models import Application, Deployment, Organization
 from tests.builders import BUILDERS
 
 REPOS = sorted(BUILDERS)
@@ -259,3 +259,14 @@ def test_order_by_list_and_descending(store: Store) -> None:
         assert [d.name for d in rows] == ["c", "b"]
         with pytest.raises(InvalidInputError):
             uow.deployments.list(order_by=["-"])
+
+
+def test_uuid_fields_accept_their_string_form(store: Store) -> None:
+    with store.unit_of_work() as uow:
+        org = uow.organizations.add(Organization(name="o", slug="o"))
+        app = uow.applications.add(Application(org_id=str(org.id), name="a"))
+        assert app.org_id == org.id and isinstance(app.org_id, uuid.UUID)
+        with pytest.raises(InvalidInputError):
+            uow.applications.add(Application(org_id="not-a-uuid", name="b"))
+    with store.unit_of_work() as uow:
+        assert [a.id for a in uow.applications.list(org_id=str(org.id))] == [app.id]

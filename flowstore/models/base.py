@@ -31,6 +31,7 @@ from sqlalchemy import (
     String,
     TypeDecorator,
     Uuid,
+    event,
 )
 from sqlalchemy import Enum as SAEnum
 from sqlalchemy.dialects import mysql, postgresql
@@ -58,6 +59,29 @@ def uuid7() -> uuid.UUID:
     value = value & ~(0xF << 76) | 0x7 << 76  # version 7
     value = value & ~(0x3 << 62) | 0x2 << 62  # RFC 4122 variant
     return uuid.UUID(int=value)
+
+
+def as_uuid(value: Any) -> uuid.UUID:
+    """``value`` as a UUID: UUIDs pass, strings are parsed; anything else is a ``ValueError``."""
+    if isinstance(value, uuid.UUID):
+        return value
+    if isinstance(value, str):
+        return uuid.UUID(value)
+    raise ValueError(f"expected a UUID, got {type(value).__name__}")
+
+
+class GUID(TypeDecorator[uuid.UUID]):
+    """A UUID column that also accepts the UUID's string form (ids often arrive as text)."""
+
+    impl = Uuid
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> uuid.UUID | None:
+        return None if value is None else as_uuid(value)
+
+    @property
+    def python_type(self) -> type[uuid.UUID]:
+        return uuid.UUID
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -153,7 +177,7 @@ class Base(DeclarativeBase):
     type_annotation_map = {
         datetime: UTCDateTime(),
         dict[str, Any]: JSONType,
-        uuid.UUID: Uuid(),
+        uuid.UUID: GUID(),
         Decimal: Money(),
         str: String(255),
     }
@@ -161,6 +185,23 @@ class Base(DeclarativeBase):
     def __repr__(self) -> str:
         ident = getattr(self, "id", None)
         return f"<{type(self).__name__} id={ident}>"
+
+
+@event.listens_for(Base, "mapper_configured", propagate=True)
+def _coerce_uuid_attributes(mapper: Any, cls: type[Any]) -> None:
+    """Store UUIDs given as strings as ``uuid.UUID`` on the object too, not only in the row."""
+    for prop in mapper.column_attrs:
+        if any(isinstance(col.type, GUID) for col in prop.columns):
+            event.listen(getattr(cls, prop.key), "set", _to_uuid, retval=True)
+
+
+def _to_uuid(_target: Any, value: Any, _old: Any, _initiator: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return uuid.UUID(value)
+        except ValueError:
+            return value  # left for the column type to refuse when it is written
+    return value
 
 
 class Entity(Base):
