@@ -20,11 +20,15 @@ from flowstore.models import Base
 __all__ = [
     "alembic_config",
     "create_schema",
+    "create_schema_on",
     "current_revision",
+    "current_revision_on",
     "downgrade",
+    "downgrade_on",
     "head_revision",
     "script_location",
     "upgrade",
+    "upgrade_on",
 ]
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
@@ -83,4 +87,32 @@ def create_schema(engine: Engine) -> None:
     """
     with engine.begin() as conn:
         Base.metadata.create_all(conn)
-        MigrationContext.configure(conn).stamp(ScriptDirectory.from_config(alembic_config()), "head")
+        MigrationContext.configure(conn).stamp(
+            ScriptDirectory.from_config(alembic_config()), "head"
+        )
+
+
+# -- the same operations on an open connection, whose transaction the caller owns ------------
+# (flowstore.aio runs them through ``AsyncConnection.run_sync``.)
+
+
+def upgrade_on(connection: Connection, revision: str = "head") -> None:
+    """``upgrade`` through ``connection``."""
+    command.upgrade(alembic_config(connection), revision)
+
+
+def downgrade_on(connection: Connection, revision: str) -> None:
+    """``downgrade`` through ``connection``."""
+    command.downgrade(alembic_config(connection), revision)
+
+
+def current_revision_on(connection: Connection) -> str | None:
+    """``current_revision`` through ``connection``."""
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def create_schema_on(connection: Connection) -> None:
+    """``create_schema`` through ``connection``."""
+    Base.metadata.create_all(connection)
+    scripts = ScriptDirectory.from_config(alembic_config())
+    MigrationContext.configure(connection).stamp(scripts, "head")

@@ -1,0 +1,203 @@
+"""``AsyncStore``: the async engine, the async session factory, units of work and queues."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self, TypeVar
+
+from sqlalchemy import URL, text
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.util import greenlet_spawn
+
+from flowstore import schema
+from flowstore.aio.engine import build_async_engine
+from flowstore.aio.uow import AsyncUnitOfWork, finish_uninterrupted
+from flowstore.config import Settings
+from flowstore.engine import is_memory_sqlite, normalize_url
+from flowstore.errors import (
+    ConnectionFailedError,
+    FlowstoreError,
+    mask_secrets,
+    translate,
+    translating,
+)
+from flowstore.repositories import RepositoryContext
+from flowstore.store import RETRYABLE_ERRORS
+
+if TYPE_CHECKING:
+    from flowstore.aio.queue import AsyncJobQueue
+
+__all__ = ["AsyncStore"]
+
+R = TypeVar("R")
+
+
+class AsyncStore:
+    """Entry point to one database, for asyncio code; mirrors :class:`flowstore.Store`.
+
+    ``AsyncStore()`` with no URL uses ``FLOWSTORE_DATABASE_URL``, whose default is an in-memory
+    SQLite database (through aiosqlite), shared by every unit of work of this store and safe
+    to use from many tasks (they take turns on its one connection). Its schema is created on
+    first use: the first unit of work, ``await store.ping()`` or ``async with store``.
+    An ``AsyncStore`` belongs to one event loop, like its connections.
+    """
+
+    def __init__(
+        self,
+        url: str | URL | None = None,
+        *,
+        settings: Settings | None = None,
+        **engine_options: Any,
+    ) -> None:
+        self.settings = settings or Settings()
+        raw = url if url is not None else self.settings.database_url
+        self.url = normalize_url(raw, asynchronous=True)
+        self.engine: AsyncEngine = build_async_engine(self.url, self.settings, **engine_options)
+        self.session_factory: async_sessionmaker[AsyncSession] = async_sessionmaker(
+            self.engine, expire_on_commit=False
+        )
+        self._context = RepositoryContext(settings=self.settings)
+        self.is_memory = is_memory_sqlite(self.url)
+        self._schema_pending = self.is_memory
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> Self:
+        """A store configured from ``settings`` (default: the ``FLOWSTORE_`` environment)."""
+        return cls(settings=settings or Settings())
+
+    def __repr__(self) -> str:
+        return f"AsyncStore({self.safe_url!r})"
+
+    @property
+    def safe_url(self) -> str:
+        """The URL with its password masked."""
+        return mask_secrets(self.url.render_as_string(hide_password=True))
+
+    @property
+    def dialect(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self.engine.dialect.name
+
+    # -- units of work and queues ----------------------------------------------------------
+
+    def unit_of_work(self) -> AsyncUnitOfWork:
+        """A new unit of work (use it with ``async with``)."""
+        return AsyncUnitOfWork(
+            self.session_factory,
+            self._context,
+            shield_steps=self.is_memory,
+            prepare=self._ensure_schema if self.is_memory else None,
+        )
+
+    async def run_in_transaction(
+        self,
+        work: Callable[[AsyncUnitOfWork], Awaitable[R]],
+        *,
+        attempts: int = 3,
+        backoff: float = 0.05,
+        retry_on: tuple[type[FlowstoreError], ...] = RETRYABLE_ERRORS,
+    ) -> R:
+        """``await work(uow)`` in a unit of work, again on a retryable failure (as
+        :meth:`flowstore.Store.run_in_transaction`: jittered exponential backoff, the last
+        error raised; ``work`` must be safe to run again)."""
+        if attempts < 1:
+            raise ValueError("attempts must be at least 1")
+        for attempt in range(1, attempts + 1):
+            try:
+                async with self.unit_of_work() as uow:
+                    return await work(uow)
+            except retry_on:
+                if attempt == attempts:
+                    raise
+                await asyncio.sleep(backoff * 2 ** (attempt - 1) * random.uniform(0.5, 1.5))
+        raise AssertionError("unreachable")
+
+    def queue(self, name: str = "default", *, lease_seconds: float = 30) -> AsyncJobQueue:
+        """The job queue ``name`` for workers: every awaited call is its own transaction."""
+        from flowstore.aio.queue import store_queue
+
+        return store_queue(self, name, lease_seconds=lease_seconds)
+
+    async def _run_in_greenlet(self, call: Callable[[], R]) -> R:
+        """``call()`` in a greenlet of its own, where it may open sync sessions on
+        ``engine.sync_engine``; errors translated, and finished even if cancelled on the
+        in-memory database (as a unit of work's steps are)."""
+        await self._ensure_schema()
+        step = greenlet_spawn(call)
+        try:
+            if self.is_memory:
+                return await finish_uninterrupted(step)
+            return await step
+        except FlowstoreError:
+            raise
+        except sa_exc.SQLAlchemyError as exc:
+            raise translate(exc) from exc
+
+    # -- schema ----------------------------------------------------------------------------
+
+    async def _ensure_schema(self) -> None:
+        """Create the in-memory database's tables, once (the gate serialises the check)."""
+        if not self._schema_pending:
+            return
+        with translating():
+            async with self.engine.begin() as conn:
+                if self._schema_pending:
+                    await conn.run_sync(schema.create_schema_on)
+                    self._schema_pending = False
+
+    async def upgrade(self, revision: str = "head") -> None:
+        """Apply the migrations up to ``revision`` (Alembic, from the installed package)."""
+        await self._ensure_schema()
+        with translating():
+            async with self.engine.begin() as conn:
+                await conn.run_sync(schema.upgrade_on, revision)
+
+    async def downgrade(self, revision: str) -> None:
+        """Revert the migrations down to ``revision`` (``"base"``: drop everything)."""
+        await self._ensure_schema()
+        with translating():
+            async with self.engine.begin() as conn:
+                await conn.run_sync(schema.downgrade_on, revision)
+
+    async def current_revision(self) -> str | None:
+        """The applied revision id, or ``None`` for a database never migrated."""
+        await self._ensure_schema()
+        with translating():
+            async with self.engine.connect() as conn:
+                return await conn.run_sync(schema.current_revision_on)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        """Check that the database answers; ``ConnectionFailedError`` if it does not."""
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except (sa_exc.SQLAlchemyError, OSError) as exc:
+            error = translate(exc)
+            if not isinstance(error, ConnectionFailedError):
+                error = ConnectionFailedError(f"database {self.safe_url} did not answer: {error}")
+            raise error from exc
+        await self._ensure_schema()
+
+    async def close(self) -> None:
+        """Close every pooled connection (an in-memory database is gone afterwards; used
+        again, the store starts a new, empty one)."""
+        await self.engine.dispose()
+        self._schema_pending = self.is_memory
+
+    async def __aenter__(self) -> Self:
+        await self._ensure_schema()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
