@@ -182,4 +182,25 @@ def build_engine(url: str | URL, settings: Settings, **overrides: Any) -> Engine
         raise InvalidInputError(f"cannot use database URL {mask_secrets(str(parsed))}: {exc}") from None
     if parsed.get_backend_name() == "sqlite":
         _install_sqlite_hooks(engine, settings, is_memory_sqlite(parsed))
+    elif parsed.get_backend_name() in {"mysql", "mariadb"}:
+        _bound_mysql_handshake(engine)
     return engine
+
+
+def _bound_mysql_handshake(engine: Engine) -> None:
+    """Make PyMySQL's ``connect_timeout`` cover the whole handshake, not only the TCP connect.
+
+    Without a read timeout, a server that accepts the connection but never answers hangs the
+    caller forever. The handshake gets ``read_timeout = connect_timeout``; afterwards queries
+    may run as long as they need. A ``read_timeout`` chosen by the caller is left alone.
+    """
+
+    @event.listens_for(engine, "do_connect")
+    def _connect(dialect: Any, _record: Any, cargs: Any, cparams: dict[str, Any]) -> Any:
+        if "read_timeout" in cparams or not cparams.get("connect_timeout"):
+            return None
+        conn = dialect.loaded_dbapi.connect(
+            *cargs, read_timeout=cparams["connect_timeout"], **cparams
+        )
+        conn._read_timeout = None  # PyMySQL applies it to the socket on the next read
+        return conn

@@ -167,6 +167,10 @@ def translate(exc: BaseException) -> FlowstoreError:
         # Raised before the statement reached the driver: a value its column type refused.
         orig = exc.orig
         return InvalidInputError(f"invalid value: {mask_secrets(str(orig) if orig else str(exc))}")
+    if isinstance(exc, sa_exc.TimeoutError):
+        # Every pooled connection stayed checked out for pool_timeout: none could be had.
+        first = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return ConnectionFailedError(f"no database connection available: {mask_secrets(first)}")
     if isinstance(exc, sa_exc.ArgumentError | sa_exc.InvalidRequestError):
         return InvalidInputError(mask_secrets(str(exc).splitlines()[0]))
     if isinstance(exc, sa_exc.SQLAlchemyError):
