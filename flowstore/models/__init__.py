@@ -13,6 +13,7 @@ from flowstore.models.enums import (
     RequestStatus,
 )
 from flowstore.models.inference_request import InferenceRequest
+from flowstore.models.job import Job
 from flowstore.models.machine import Machine
 from flowstore.models.organization import Organization
 from flowstore.models.policy import Policy
@@ -31,6 +32,7 @@ __all__ = [
     "DeploymentStatus",
     "Entity",
     "InferenceRequest",
+    "Job",
     "JobStatus",
     "Machine",
     "MachineStatus",

@@ -1,0 +1,93 @@
+"""Jobs of the durable queue (``flowstore.queue``), kept in the application's own database.
+
+A job is ``queued`` until it is due (``run_at``) and claimed, ``running`` while a worker holds
+its lease (``lease_expires_at``, ``claim_token``), then ``done``, or ``dead`` once it failed
+``max_attempts`` times. Finished rows stay until ``JobQueue.purge`` removes them.
+
+Jobs are not ``Entity`` rows: the queue changes them with guarded ``UPDATE`` statements, never
+through the ORM unit of work, so the claim token (not a ``lock_version``) is what detects a
+worker that lost its lease.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import CheckConstraint, Index, String, Text, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from flowstore.models.base import Base, str_enum, utcnow, uuid7
+from flowstore.models.enums import JobStatus
+
+# Unfinished jobs (queued or running) are exactly those without ``finished_at`` (a CHECK holds
+# it). The claim index covers them only, and the claim queries repeat this predicate as text:
+# SQLite uses a partial index only for a query that repeats its WHERE terms literally (and
+# keeps the index order only for this form, not for ``status IN (...)``).
+ACTIVE_JOB_PREDICATE = "finished_at IS NULL"
+FINISHED_JOB_PREDICATE = "finished_at IS NOT NULL"
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        CheckConstraint("max_attempts >= 1", name="max_attempts_positive"),
+        CheckConstraint("attempts >= 0", name="attempts_not_negative"),
+        CheckConstraint(
+            "(finished_at IS NULL) = (status IN ('queued', 'running'))",
+            name="finished_at_iff_finished",
+        ),
+        # Purging: the finished jobs of a queue, by age (partial where possible, so that it
+        # never looks like a way to find unfinished jobs).
+        Index(
+            "ix_jobs_queue_finished_at",
+            "queue",
+            "finished_at",
+            postgresql_where=text(FINISHED_JOB_PREDICATE),
+            sqlite_where=text(FINISHED_JOB_PREDICATE),
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid7)
+    queue: Mapped[str] = mapped_column(String(100))
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[JobStatus] = mapped_column(
+        str_enum(JobStatus, "job_status"), default=JobStatus.QUEUED
+    )
+    priority: Mapped[int] = mapped_column(default=0)
+    #: When the job is (next) due: its schedule, or the end of a retry's backoff.
+    run_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: How many times the job was claimed (a claim whose worker died counts too).
+    attempts: Mapped[int] = mapped_column(default=0)
+    max_attempts: Mapped[int] = mapped_column(default=5)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    #: While running: when the worker's lease runs out and the job may be claimed again.
+    lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    #: Fresh for every claim; acknowledging or failing must present it.
+    claim_token: Mapped[uuid.UUID | None] = mapped_column(default=None)
+    locked_by: Mapped[str | None] = mapped_column(String(255), default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    def __repr__(self) -> str:
+        return (
+            f"<Job id={self.id} queue={self.queue!r} status={self.status} attempts={self.attempts}>"
+        )
+
+
+# Claiming reads this index in order and stops at its LIMIT: (queue, status) first, then the
+# claim order (highest priority first, oldest due, id). PostgreSQL and SQLite index unfinished
+# jobs only, so millions of finished rows cost nothing; MySQL/MariaDB have no partial indexes,
+# and there the leading (queue, status) keeps finished rows out of the scanned range.
+Index(
+    "ix_jobs_claim",
+    Job.queue,
+    Job.status,
+    Job.priority.desc(),
+    Job.run_at,
+    Job.id,
+    postgresql_where=text(ACTIVE_JOB_PREDICATE),
+    sqlite_where=text(ACTIVE_JOB_PREDICATE),
+)

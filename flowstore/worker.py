@@ -1,0 +1,394 @@
+"""The job worker: claims jobs of one queue, runs a handler on each, acknowledges or fails it.
+
+``run_worker(store, "emails", send_email)`` runs until stopped; the handler gets the claimed
+``Job`` (its ``payload``, ``attempts``, ...). A handler that returns acknowledges the job; one
+that raises fails it (retried with backoff until its attempts run out, then dead, with the
+traceback as its ``last_error``). While a handler runs, a heartbeat thread extends the leases
+of the jobs in hand, so long jobs are not claimed again by another worker.
+
+SIGTERM or SIGINT (when run on the main thread) stops claiming: the jobs in hand are finished
+and acknowledged, claimed jobs not yet started are released, then ``run_worker`` returns. A
+second signal aborts at once; jobs in hand are then replayed after their lease.
+
+The command line (``flowstore worker``, or ``python -m flowstore.worker``) is built from
+``add_arguments(parser)`` and ``run_from_args(args)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import signal
+import sys
+import threading
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any
+
+from flowstore.errors import (
+    ConcurrencyError,
+    ConnectionFailedError,
+    FlowstoreError,
+    InvalidInputError,
+    NotFoundError,
+    TransactionFailedError,
+)
+from flowstore.models.enums import JobStatus
+from flowstore.models.job import Job
+from flowstore.queue import JobQueue, default_worker_id
+from flowstore.store import Store
+
+__all__ = ["Handler", "add_arguments", "main", "resolve_handler", "run_from_args", "run_worker"]
+
+log = logging.getLogger("flowstore.worker")
+
+#: What a worker runs per job: a callable taking the claimed ``Job``.
+Handler = Callable[[Job], Any]
+
+# Errors after which the database may answer again: back off and carry on.
+_TRANSIENT = (ConnectionFailedError, TransactionFailedError)
+_SETTLE_ATTEMPTS = 5
+
+
+def resolve_handler(handler: Handler | str) -> Handler:
+    """``handler`` itself, or the callable named by ``"package.module:function"``."""
+    if callable(handler):
+        return handler
+    if not isinstance(handler, str) or handler.count(":") != 1:
+        raise InvalidInputError(
+            f"a handler is a callable or 'package.module:function', got {handler!r}"
+        )
+    module_name, _, attribute = handler.partition(":")
+    if not module_name or not attribute:
+        raise InvalidInputError(
+            f"a handler reference is 'package.module:function', got {handler!r}"
+        )
+    try:
+        target: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise InvalidInputError(f"cannot import handler module {module_name!r}: {exc}") from None
+    for part in attribute.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise InvalidInputError(f"{module_name!r} has no attribute {attribute!r}") from None
+    if not callable(target):
+        raise InvalidInputError(f"handler {handler!r} is not callable")
+    resolved: Handler = target
+    return resolved
+
+
+class _Worker:
+    """What the worker threads share: the stop flag, the jobs in hand and the tally."""
+
+    def __init__(
+        self,
+        store: Store,
+        queue: str,
+        handler: Handler,
+        *,
+        lease_seconds: float,
+        poll_interval: float,
+        batch: int,
+        stop: threading.Event,
+        max_jobs: int | None,
+        until_empty: bool,
+    ) -> None:
+        self.store = store
+        self.queue_name = queue
+        self.handler = handler
+        self.lease_seconds = lease_seconds
+        self.poll_interval = poll_interval
+        self.batch = batch
+        self.stop = stop
+        self.max_jobs = max_jobs
+        self.until_empty = until_empty
+        self.processed = 0
+        self.fatal: FlowstoreError | None = None
+        self._claimed = 0
+        self._lock = threading.Lock()
+        self._in_hand: dict[Any, Job] = {}
+
+    def queue(self, worker_id: str) -> JobQueue:
+        return JobQueue(
+            self.store, self.queue_name, lease_seconds=self.lease_seconds, worker_id=worker_id
+        )
+
+    # -- one worker thread -----------------------------------------------------------------
+
+    def run(self, index: int) -> None:
+        queue = self.queue(f"{default_worker_id()}/{index}"[:255])
+        while not self.stop.is_set():
+            want = self._quota()
+            if want == 0:
+                self.stop.set()
+                break
+            try:
+                jobs = queue.dequeue_many(want)
+            except _TRANSIENT as exc:
+                self._unreserve(want)
+                log.warning("claiming from %r failed, retrying: %s", self.queue_name, exc)
+                self.stop.wait(max(self.poll_interval, 0.5))
+                continue
+            except FlowstoreError as exc:
+                log.error("claiming from %r failed, stopping: %s", self.queue_name, exc)
+                self.fatal = exc
+                self.stop.set()
+                break
+            self._unreserve(want - len(jobs))
+            if not jobs:
+                if self.until_empty and self._drained(queue):
+                    log.info("queue %r is empty: stopping", self.queue_name)
+                    self.stop.set()
+                    break
+                self.stop.wait(self.poll_interval)
+                continue
+            for position, job in enumerate(jobs):
+                if self.stop.is_set():
+                    self._release(queue, jobs[position:])
+                    break
+                self._process(queue, job)
+
+    def _quota(self) -> int:
+        """How many jobs to claim next: the batch, or what is left of ``max_jobs``."""
+        with self._lock:
+            if self.max_jobs is None:
+                return self.batch
+            left = self.max_jobs - self._claimed
+            take = max(0, min(self.batch, left))
+            self._claimed += take
+            return take
+
+    def _unreserve(self, count: int) -> None:
+        if count and self.max_jobs is not None:
+            with self._lock:
+                self._claimed -= count
+
+    def _drained(self, queue: JobQueue) -> bool:
+        try:
+            counts = queue.counts()
+        except _TRANSIENT:
+            return False
+        return counts[JobStatus.QUEUED] + counts[JobStatus.RUNNING] == 0
+
+    def _process(self, queue: JobQueue, job: Job) -> None:
+        with self._lock:
+            self._in_hand[job.id] = job
+        try:
+            try:
+                self.handler(job)
+            except Exception as exc:
+                error = "".join(traceback.format_exception(exc)).rstrip()
+                log.warning("job %s failed (attempt %d): %r", job.id, job.attempts, exc)
+                self._settle(job, lambda: queue.fail(job, error), "fail")
+            else:
+                self._settle(job, lambda: queue.acknowledge(job), "acknowledge")
+        finally:
+            with self._lock:
+                self._in_hand.pop(job.id, None)
+                self.processed += 1
+
+    def _settle(self, job: Job, settle: Callable[[], Any], verb: str) -> None:
+        """Acknowledge or fail ``job``, riding out a short database outage."""
+        for attempt in range(1, _SETTLE_ATTEMPTS + 1):
+            try:
+                settle()
+                return
+            except ConcurrencyError as exc:
+                log.error("job %s ran, but its lease was lost before it settled: %s", job.id, exc)
+                return
+            except NotFoundError:
+                log.error("job %s vanished (purged?) before it could %s", job.id, verb)
+                return
+            except _TRANSIENT as exc:
+                if attempt == _SETTLE_ATTEMPTS:
+                    log.error("could not %s job %s (it will run again): %s", verb, job.id, exc)
+                    return
+                log.warning("could not %s job %s, retrying: %s", verb, job.id, exc)
+                threading.Event().wait(min(0.2 * 2**attempt, 5.0))
+
+    def _release(self, queue: JobQueue, jobs: Sequence[Job]) -> None:
+        for job in jobs:
+            try:
+                queue.release(job)
+            except FlowstoreError as exc:  # it comes back when its lease runs out
+                log.warning("could not release job %s: %s", job.id, exc)
+
+    # -- the heartbeat thread --------------------------------------------------------------
+
+    def heartbeat(self, done: threading.Event) -> None:
+        """Extend the leases of the jobs in hand every third of a lease, until ``done``."""
+        queue = self.queue(f"{default_worker_id()}/heartbeat"[:255])
+        interval = max(self.lease_seconds / 3, 0.05)
+        while not done.wait(interval):
+            with self._lock:
+                jobs = list(self._in_hand.values())
+            for job in jobs:
+                try:
+                    queue.heartbeat(job)
+                except ConcurrencyError as exc:
+                    log.error("lost the lease of job %s while running it: %s", job.id, exc)
+                    with self._lock:
+                        self._in_hand.pop(job.id, None)
+                except FlowstoreError as exc:
+                    log.warning("heartbeat of job %s failed: %s", job.id, exc)
+
+
+@contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """On the main thread: the first SIGTERM/SIGINT sets ``stop``, a second one aborts."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt(f"signal {signum} received twice")
+        log.info("signal %d: finishing the jobs in hand, then stopping", signum)
+        stop.set()
+
+    signals = [signal.SIGTERM, signal.SIGINT]
+    previous = {signum: signal.signal(signum, on_signal) for signum in signals}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def run_worker(
+    store: Store,
+    queue: str,
+    handler: Handler | str,
+    *,
+    concurrency: int = 1,
+    lease_seconds: float = 30,
+    poll_interval: float = 0.5,
+    stop_event: threading.Event | None = None,
+    batch: int = 1,
+    max_jobs: int | None = None,
+    until_empty: bool = False,
+) -> int:
+    """Process jobs of ``queue`` with ``handler`` until stopped; how many were processed.
+
+    ``concurrency`` threads claim ``batch`` jobs at a time each; an idle thread polls every
+    ``poll_interval`` seconds. It stops on ``stop_event``, on SIGTERM/SIGINT (run on the main
+    thread), after ``max_jobs`` jobs, or, with ``until_empty``, once the queue holds no queued
+    or running job. A stopping worker finishes the jobs in hand first.
+    """
+    resolved = resolve_handler(handler)
+    for name, value, minimum in (("concurrency", concurrency, 1), ("batch", batch, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise InvalidInputError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if max_jobs is not None and (
+        isinstance(max_jobs, bool) or not isinstance(max_jobs, int) or max_jobs < 0
+    ):
+        raise InvalidInputError(f"max_jobs must be a non-negative integer, got {max_jobs!r}")
+    for name, number in (("lease_seconds", lease_seconds), ("poll_interval", poll_interval)):
+        if isinstance(number, bool) or not isinstance(number, int | float) or not number > 0:
+            raise InvalidInputError(f"{name} must be a positive number, got {number!r}")
+    JobQueue(store, queue)  # checks the queue name before any thread starts
+
+    stop = stop_event or threading.Event()
+    worker = _Worker(
+        store,
+        queue,
+        resolved,
+        lease_seconds=lease_seconds,
+        poll_interval=poll_interval,
+        batch=batch,
+        stop=stop,
+        max_jobs=max_jobs,
+        until_empty=until_empty,
+    )
+    heartbeat_done = threading.Event()
+    threads = [
+        threading.Thread(target=worker.run, args=(i,), name=f"flowstore-worker-{i}", daemon=True)
+        for i in range(concurrency)
+    ]
+    beat = threading.Thread(
+        target=worker.heartbeat, args=(heartbeat_done,), name="flowstore-heartbeat", daemon=True
+    )
+    log.info("worker on queue %r: %d thread(s), batch %d", queue, concurrency, batch)
+    with _stop_on_signals(stop):
+        beat.start()
+        for thread in threads:
+            thread.start()
+        try:
+            while any(thread.is_alive() for thread in threads):
+                for thread in threads:
+                    thread.join(timeout=0.2)
+        finally:
+            heartbeat_done.set()
+    beat.join(timeout=5)
+    if worker.fatal is not None:
+        raise worker.fatal
+    log.info("worker on queue %r stopped after %d job(s)", queue, worker.processed)
+    return worker.processed
+
+
+# -- command line ------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the worker's options to ``parser`` (``flowstore worker``); returns it."""
+    parser.add_argument("--queue", required=True, help="the queue to process")
+    parser.add_argument(
+        "--handler", required=True, help="the job handler, as 'package.module:function'"
+    )
+    parser.add_argument("--concurrency", type=int, default=1, help="worker threads (default 1)")
+    parser.add_argument("--batch", type=int, default=1, help="jobs claimed at a time (default 1)")
+    parser.add_argument(
+        "--lease-seconds", type=float, default=30, help="a claim's lease (default 30)"
+    )
+    parser.add_argument(
+        "--poll-interval", type=float, default=0.5, help="idle polling period (default 0.5)"
+    )
+    parser.add_argument("--max-jobs", type=int, default=None, help="stop after this many jobs")
+    parser.add_argument(
+        "--until-empty", action="store_true", help="stop once the queue has no unfinished job"
+    )
+    parser.add_argument(
+        "--url", default=None, help="database URL (default: FLOWSTORE_DATABASE_URL)"
+    )
+    return parser
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Run a worker as ``args`` (from ``add_arguments``) say; the process exit status."""
+    try:
+        with Store(args.url) as store:
+            count = run_worker(
+                store,
+                args.queue,
+                args.handler,
+                concurrency=args.concurrency,
+                lease_seconds=args.lease_seconds,
+                poll_interval=args.poll_interval,
+                batch=args.batch,
+                max_jobs=args.max_jobs,
+                until_empty=args.until_empty,
+            )
+    except InvalidInputError as exc:
+        print(f"flowstore worker: {exc}", file=sys.stderr)
+        return 2
+    except FlowstoreError as exc:
+        print(f"flowstore worker: {exc}", file=sys.stderr)
+        return 1
+    log.info("processed %d job(s)", count)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m flowstore.worker --queue NAME --handler pkg.mod:func [...]``."""
+    parser = add_arguments(argparse.ArgumentParser(prog="flowstore worker"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    return run_from_args(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
