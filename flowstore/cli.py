@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -33,8 +34,11 @@ from flowstore import schema
 from flowstore.config import Settings
 from flowstore.engine import is_memory_sqlite, normalize_url
 from flowstore.errors import FlowstoreError, mask_secrets
-from flowstore.models import Base
+from flowstore.models import Base, Job
 from flowstore.store import Store
+from flowstore.worker import add_arguments as add_worker_arguments
+from flowstore.worker import resolve_handler
+from flowstore.worker import run_from_args as run_worker_from_args
 
 __all__ = ["CommandFailed", "RevisionState", "build_parser", "main", "revision_state"]
 
@@ -328,7 +332,7 @@ def cmd_ping(args: argparse.Namespace) -> int:
 
 
 def collect_stats(store: Store) -> dict[str, Any]:
-    """Row counts per table, deployment statistics and the revision, as plain data."""
+    """Row counts per table, deployment and job statistics and the revision, as plain data."""
     state = revision_state(store)
     _require_migrated(state)
     with store.engine.connect() as conn:
@@ -337,6 +341,15 @@ def collect_stats(store: Store) -> dict[str, Any]:
             name: int(conn.execute(select(func.count()).select_from(table(name))).scalar_one())
             for name in names
         }
+        jobs: dict[str, dict[str, int]] = {}
+        if Job.__tablename__ in names:
+            grouped = conn.execute(
+                select(Job.queue, Job.status, func.count())
+                .group_by(Job.queue, Job.status)
+                .order_by(Job.queue, Job.status)
+            )
+            for queue, status, count in grouped:
+                jobs.setdefault(queue, {})[str(status)] = int(count)
     with store.unit_of_work() as uow:
         deployment_stats = uow.deployments.stats()
     return {
@@ -350,6 +363,7 @@ def collect_stats(store: Store) -> dict[str, Any]:
                 str(status): count for status, count in sorted(deployment_stats.by_status.items())
             },
         },
+        "jobs": jobs,
     }
 
 
@@ -368,7 +382,30 @@ def cmd_stats(args: argparse.Namespace) -> int:
     deployments = stats["deployments"]
     by_status = ", ".join(f"{s} {n}" for s, n in deployments["by_status"].items()) or "none"
     print(f"deployments  {deployments['total']:,} in all ({by_status})")
+    for queue, counts in stats["jobs"].items():
+        print(f"jobs         queue {queue}: {', '.join(f'{s} {n}' for s, n in counts.items())}")
     return EXIT_OK
+
+
+# -- worker ----------------------------------------------------------------------------------
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Check the database in one line of output or less, then hand over to flowstore.worker."""
+    with _open_store(args) as store:
+        if store.is_memory:
+            raise CommandFailed(
+                "a worker needs a database its producers share: "
+                f"set {URL_ENV} or pass --url (the in-memory default is private to a process)"
+            )
+        store.ping()
+        _require_migrated(revision_state(store))
+        args.url = store.url.render_as_string(hide_password=False)
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # handlers of the project the worker runs in
+    resolve_handler(args.handler)  # a typo in the handler is one line, before any thread
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    return run_worker_from_args(args)
 
 
 # -- demo ------------------------------------------------------------------------------------
@@ -387,23 +424,32 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # -- the parser and main ---------------------------------------------------------------------
 
 
-def _add_url(parser: argparse.ArgumentParser) -> None:
+def _add_url(
+    parser: argparse.ArgumentParser,
+    fallback: str = "an in-memory SQLite database",
+    dest: str = "url",
+) -> None:
     parser.add_argument(
         "--url",
+        dest=dest,
         default=argparse.SUPPRESS,
         metavar="URL",
-        help=f"database URL (default: ${URL_ENV}, else an in-memory SQLite database)",
+        help=f"database URL (default: ${URL_ENV}, else {fallback})",
     )
 
 
 def _command(
-    subparsers: Any, name: str, handler: Callable[[argparse.Namespace], int], help_text: str
+    subparsers: Any,
+    name: str,
+    handler: Callable[[argparse.Namespace], int],
+    help_text: str,
+    **url_fallback: str,
 ) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         name, help=help_text, description=help_text
     )
-    _add_url(parser)
-    parser.set_defaults(handler=handler)
+    _add_url(parser, **url_fallback)
+    parser.set_defaults(command=handler)
     return parser
 
 
@@ -415,13 +461,13 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=f"The database comes from --url or ${URL_ENV}.",
     )
     parser.add_argument("--version", action="version", version=f"flowstore {flowstore.__version__}")
-    _add_url(parser)
+    _add_url(parser, dest="global_url")  # `flowstore --url URL COMMAND`; the command's wins
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     db = commands.add_parser(
         "db", help="schema migrations (Alembic)", description="schema migrations"
     )
-    db.set_defaults(handler=lambda _args: _usage(db))
+    db.set_defaults(command=lambda _args: _usage(db))
     db_commands = db.add_subparsers(title="db commands", metavar="ACTION")
     upgrade = _command(db_commands, "upgrade", cmd_db_upgrade, "migrate up to REV (default head)")
     upgrade.add_argument("revision", nargs="?", default="head", metavar="REV")
@@ -439,16 +485,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     _command(commands, "ping", cmd_ping, "check that the database answers")
-    stats = _command(commands, "stats", cmd_stats, "row counts per table and deployment statistics")
+    stats = _command(
+        commands, "stats", cmd_stats, "row counts per table, deployment and job statistics"
+    )
     stats.add_argument("--json", action="store_true", help="print the statistics as JSON")
-    demo = _command(
+    worker_help = "process jobs of a queue with a handler (stops on SIGTERM, jobs in hand first)"
+    worker = commands.add_parser("worker", help=worker_help, description=worker_help)
+    add_worker_arguments(worker)
+    worker.set_defaults(command=cmd_worker)
+    _command(
         commands,
         "demo",
         cmd_demo,
         f"walk a control-plane story on a demo database (default: ./{DEMO_FILE})",
+        fallback=f"sqlite:///{DEMO_FILE}",
     )
-    del demo
-    parser.set_defaults(handler=lambda _args: _usage(parser))
+    parser.set_defaults(command=lambda _args: _usage(parser))
     return parser
 
 
@@ -493,8 +545,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args: argparse.Namespace | None = None
     try:
         args = parser.parse_args(argv)
-        handler: Callable[[argparse.Namespace], int] = args.handler
-        return handler(args)
+        if getattr(args, "url", None) is None and getattr(args, "global_url", None) is not None:
+            args.url = args.global_url
+        command: Callable[[argparse.Namespace], int] = args.command
+        return command(args)
     except KeyboardInterrupt:
         print("flowstore: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -19,7 +19,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
 from flowstore import Store, __version__
-from flowstore.models import Base, Deployment, DeploymentStatus, Organization
+from flowstore.models import Base, Deployment, DeploymentStatus, JobStatus, Organization
 from flowstore.schema import alembic_config, head_revision
 from tests.backends import create_database, in_ci
 from tests.conftest import BACKENDS
@@ -293,3 +293,65 @@ def test_usage_and_version() -> None:
         [str(script), "--version"], capture_output=True, text=True, env=cli_env(), check=False
     )
     assert assert_ok(version).strip() == f"flowstore {__version__}"
+
+
+HANDLER_MODULE = """
+import json
+from pathlib import Path
+
+
+def handle(job):
+    if job.payload.get("explode"):
+        raise RuntimeError("this job always fails")
+    with Path(__file__).with_name("handled.jsonl").open("a") as out:
+        out.write(json.dumps(job.payload) + "\\n")
+"""
+
+
+def test_worker_processes_a_queue_until_it_is_empty(database_url: str, tmp_path: Path) -> None:
+    with migrated(database_url) as store:
+        mail = store.queue("mail")
+        ids = [mail.enqueue({"n": n}) for n in range(3)]
+        doomed = mail.enqueue({"explode": True}, max_attempts=1)
+        store.queue("other").enqueue({"n": 99})
+    (tmp_path / "demo_handlers.py").write_text(HANDLER_MODULE)
+
+    result = run_cli(
+        "worker",
+        "--queue",
+        "mail",
+        "--handler",
+        "demo_handlers:handle",
+        "--until-empty",
+        "--url",
+        database_url,
+        cwd=tmp_path,
+    )
+    assert_ok(result)
+    handled = [json.loads(line) for line in (tmp_path / "handled.jsonl").read_text().splitlines()]
+    assert sorted(p["n"] for p in handled) == [0, 1, 2]
+    with Store(database_url) as store:
+        mail = store.queue("mail")
+        assert {mail.get(i).status for i in ids} == {JobStatus.DONE}
+        dead = mail.get(doomed)
+        assert dead.status == JobStatus.DEAD
+        assert "this job always fails" in (dead.last_error or "")
+        assert store.queue("other").counts()[JobStatus.QUEUED] == 1  # another queue: untouched
+
+    stats = json.loads(assert_ok(run_cli("stats", "--json", "--url", database_url)))
+    assert stats["jobs"] == {"mail": {"dead": 1, "done": 3}, "other": {"queued": 1}}
+
+
+def test_worker_refusals_are_one_line(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'w.sqlite3'}"
+    migrated(url).close()
+    missing = run_cli(
+        "worker", "--queue", "q", "--handler", "no_such_module:handle", "--url", url, cwd=tmp_path
+    )
+    assert "no_such_module" in assert_one_line_error(missing)
+    in_memory = run_cli("worker", "--queue", "q", "--handler", "json:dumps", cwd=tmp_path)
+    assert "needs a database its producers share" in in_memory.stderr.splitlines()[-1]
+    assert in_memory.returncode == 1 and "Traceback" not in in_memory.stderr
+    closed = f"postgresql://worker:{PASSWORD}@127.0.0.1:{closed_port()}/jobs"
+    unreachable = run_cli("--url", closed, "worker", "--queue", "q", "--handler", "json:dumps")
+    assert "connection failed" in assert_one_line_error(unreachable, PASSWORD)
