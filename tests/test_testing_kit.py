@@ -8,7 +8,7 @@ run in temporary folders through ``pytester``, with no conftest, only the instal
 from __future__ import annotations
 
 import re
-import textwrap
+import threading
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -21,6 +21,8 @@ from flowstore.models import (
     Base,
     Deployment,
     InferenceRequest,
+    Job,
+    JobStatus,
     Machine,
     Organization,
     Policy,
@@ -37,6 +39,7 @@ from flowstore.testing.factories import (
     DeploymentFactory,
     DeploymentNodeFactory,
     InferenceRequestFactory,
+    JobFactory,
     MachineFactory,
     OrganizationFactory,
     PolicyFactory,
@@ -219,6 +222,28 @@ def test_a_second_connection_is_refused_and_the_test_transaction_survives() -> N
             assert _counts(uow, Organization) == [0]
 
 
+def test_another_thread_is_refused_and_the_test_goes_on(
+    flowstore_store: Store, uow: UnitOfWork
+) -> None:
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            with flowstore_store.unit_of_work() as other:
+                other.organizations.add(Organization(name="Thread", slug="thread"))
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    assert [type(e) for e in errors] == [InvalidInputError]
+    assert "another thread" in str(errors[0])
+    OrganizationFactory()
+    uow.commit()
+    assert _counts(uow, Organization) == [1]
+
+
 def test_an_isolated_unit_of_work_does_not_nest() -> None:
     with migrated_store() as store, isolated_unit_of_work(store):
         nested = isolated_unit_of_work(store)
@@ -326,6 +351,24 @@ def test_inference_requests_add_up_in_the_metrics(uow: UnitOfWork) -> None:
     assert _counts(uow, InferenceRequest) == [4]
 
 
+def test_jobs_are_claimable_and_finished_ones_valid(
+    flowstore_store: Store, uow: UnitOfWork
+) -> None:
+    job = JobFactory(queue="emails", priority=5)
+    JobFactory(queue="emails")
+    done = JobFactory(status=JobStatus.DONE)
+    dead = JobFactory(status=JobStatus.DEAD, max_attempts=3)
+    running = JobFactory(status=JobStatus.RUNNING)
+    assert done.finished_at is not None and dead.attempts == 3 and dead.last_error
+    assert running.claim_token is not None and running.lease_expires_at is not None
+    queue = flowstore_store.queue("emails")  # its own transactions join the test's
+    claimed = queue.dequeue()
+    assert claimed is not None and claimed.id == job.id and claimed.attempts == 1
+    queue.acknowledge(claimed)
+    assert queue.get(job.id).status is JobStatus.DONE
+    assert _counts(uow, Job) == [5]
+
+
 def test_a_duplicate_is_already_exists_and_the_session_survives(uow: UnitOfWork) -> None:
     first = OrganizationFactory()
     with pytest.raises(AlreadyExistsError):
@@ -370,10 +413,13 @@ def test_isolation_part_two_sees_nothing(uow: UnitOfWork) -> None:
     assert _counts(uow, Organization) == [0]
 
 
-def test_docs_mention_every_factory() -> None:
+def test_every_model_has_a_factory_and_the_docs_list_it() -> None:
     from flowstore.testing import factories
 
-    text = textwrap.dedent(DOCS.read_text())
-    for name in factories.__all__:
-        if name.endswith("Factory"):
-            assert f"`{name}`" in text, name
+    text = DOCS.read_text()
+    models = {mapper.class_ for mapper in Base.registry.mappers}
+    assert len(models) >= 12
+    for model in models:
+        factory_class = getattr(factories, f"{model.__name__}Factory")
+        assert factory_class._meta.model is model
+        assert f"`{model.__name__}Factory`" in text

@@ -21,6 +21,7 @@ import re
 import secrets
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -38,6 +39,8 @@ from flowstore.models import (
     DeploymentNode,
     DeploymentStatus,
     InferenceRequest,
+    Job,
+    JobStatus,
     Machine,
     MachineStatus,
     Organization,
@@ -47,6 +50,7 @@ from flowstore.models import (
     RequestStatus,
     Template,
     User,
+    utcnow,
     uuid7,
 )
 from flowstore.repositories.application import generate_api_key, hash_api_key
@@ -58,6 +62,7 @@ __all__ = [
     "DeploymentFactory",
     "DeploymentNodeFactory",
     "InferenceRequestFactory",
+    "JobFactory",
     "MachineFactory",
     "OrganizationFactory",
     "Parent",
@@ -401,3 +406,45 @@ class InferenceRequestFactory(EntityFactory):
         ).quantize(Decimal("0.000001"))
     )
     latency_ms = Faker("pyint", min_value=120, max_value=6000)
+
+
+# -- the job queue ---------------------------------------------------------------------------
+
+JOB_TASKS = (
+    ("emails", {"task": "send_invoice_email"}),
+    ("billing", {"task": "close_billing_period"}),
+    ("provisioning", {"task": "launch_machines"}),
+)
+_FINISHED = (JobStatus.DONE, JobStatus.DEAD)
+
+
+class JobFactory(FlowstoreFactory):
+    """A queued job, due now. ``status=JobStatus.RUNNING`` gives it a lease and a claim token
+    (as a worker holding it would have); ``DONE`` or ``DEAD`` sets ``finished_at``, which the
+    schema demands of finished jobs."""
+
+    class Meta:
+        model = Job
+
+    class Params:
+        task = Faker("random_element", elements=JOB_TASKS)
+
+    id = LazyFunction(uuid7)
+    queue = LazyAttribute(lambda o: o.task[0])
+    payload = LazyAttribute(lambda o: {**o.task[1], "reference": str(uuid7())})
+    status = JobStatus.QUEUED
+    priority = 0
+    run_at = LazyFunction(utcnow)
+    max_attempts = 5
+    attempts = LazyAttribute(
+        lambda o: {JobStatus.QUEUED: 0, JobStatus.DEAD: o.max_attempts}.get(o.status, 1)
+    )
+    last_error = LazyAttribute(
+        lambda o: "TimeoutError: provider did not answer" if o.status == JobStatus.DEAD else None
+    )
+    lease_expires_at = LazyAttribute(
+        lambda o: utcnow() + timedelta(seconds=30) if o.status == JobStatus.RUNNING else None
+    )
+    claim_token = LazyAttribute(lambda o: uuid7() if o.status == JobStatus.RUNNING else None)
+    locked_by = LazyAttribute(lambda o: "worker-1" if o.status == JobStatus.RUNNING else None)
+    finished_at = LazyAttribute(lambda o: utcnow() if o.status in _FINISHED else None)

@@ -12,9 +12,11 @@ which is what makes ``SAVEPOINT`` usable there.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
+from typing import Any
 
-from sqlalchemy import Connection, MetaData
+from sqlalchemy import Connection, MetaData, event
 
 from flowstore.config import Settings
 from flowstore.errors import InvalidInputError, translating
@@ -60,10 +62,11 @@ def isolated_unit_of_work(store: Store) -> Iterator[UnitOfWork]:
 
     For the duration, ``store.unit_of_work()`` (and so ``store.run_in_transaction``) joins the
     same outer transaction, so code under test that takes the store is isolated too, and
-    flowstore's factories write through this unit of work's session. One thread at a time: the
-    store's sessions share a single connection until the block ends (on the in-memory database
-    the engine refuses any other connection meanwhile, so nothing can end the outer
-    transaction behind the test's back).
+    flowstore's factories write through this unit of work's session. The store's sessions
+    share that one connection until the block ends, so only the thread that opened the block
+    may use them (another gets ``InvalidInputError`` before any SQL runs); on the in-memory
+    database the engine also refuses any other connection meanwhile, so nothing can end the
+    outer transaction behind the test's back.
     """
     factory = store.session_factory
     if isinstance(factory.kw.get("bind"), Connection):
@@ -71,9 +74,19 @@ def isolated_unit_of_work(store: Store) -> Iterator[UnitOfWork]:
             "this store is already inside an isolated unit of work; nest with uow.savepoint()"
         )
     saved = {key: factory.kw[key] for key in _BOUND_KEYS if key in factory.kw}
+    owner = threading.get_ident()
+
+    def _owner_only(*_: Any) -> None:
+        if threading.get_ident() != owner:
+            raise InvalidInputError(
+                "another thread used the store while a test's isolated unit of work held its "
+                "connection; its work could not be rolled back with the test's, so it is refused"
+            )
+
     with translating():
         connection = store.engine.connect()
     try:
+        event.listen(connection, "before_cursor_execute", _owner_only)
         with translating():
             outer = connection.begin()
         factory.configure(bind=connection, join_transaction_mode="create_savepoint")
