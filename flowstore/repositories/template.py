@@ -79,4 +79,7 @@ class TemplateRepository(Repository[Template]):
         found = builtins.list(self.session.scalars(stmt).all())
         if dialect == "sqlite" and nested:
             found = [t for t in found if json_contains(t.attributes, nested)]
+        elif dialect in {"mysql", "mariadb"} and attributes:
+            # JSON_CONTAINS compares numbers as doubles (2**53 + 1 matches 2**53): confirm.
+            found = [t for t in found if json_contains(t.attributes, attributes)]
         return found
