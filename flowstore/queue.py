@@ -167,8 +167,17 @@ def _claim_in_one_statement() -> Any:
     )
 
 
-_CLAIM_RETURNING = _claim_in_one_statement()
-_LOCK_CLAIMABLE = [_claimable(status, due, Job, partial=False) for status, due in _CLAIMABLE]
+_CLAIM_RETURNING = (
+    select(Job).from_statement(_claim_in_one_statement()).execution_options(populate_existing=True)
+)
+# MySQL/MariaDB: both kinds, locked, in one round trip (each arm parenthesised with its LIMIT).
+_LOCK_CLAIMABLE = (
+    select(Job)
+    .from_statement(
+        union_all(*(_claimable(status, due, Job, partial=False) for status, due in _CLAIMABLE))
+    )
+    .execution_options(populate_existing=True)
+)
 _CLAIM_LOCKED = (
     update(_JOBS)
     .where(_c.id.in_(_IDS))
@@ -449,12 +458,7 @@ class QueueCore:
         if session.get_bind().dialect.name in {"mysql", "mariadb"}:
             jobs = self._claim_select_then_update(session, params)
         else:
-            stmt = (
-                select(Job)
-                .from_statement(_CLAIM_RETURNING)
-                .execution_options(populate_existing=True)
-            )
-            claimed = session.scalars(stmt, params).all()
+            claimed = session.scalars(_CLAIM_RETURNING, params).all()
             jobs = [job for job in claimed if job.status is JobStatus.RUNNING]
         jobs.sort(key=_claim_order)
         self._remember(jobs)
@@ -463,13 +467,9 @@ class QueueCore:
     def _claim_select_then_update(
         self, session: Session, params: dict[str, Any]
     ) -> builtins.list[Job]:
-        # Two ordered, locked index ranges merged here; rows locked but not taken are free
+        # Two ordered, locked index ranges, merged here; rows locked but not taken are free
         # again when this short transaction ends.
-        locked: builtins.list[Job] = []
-        for stmt in _LOCK_CLAIMABLE:
-            locked.extend(
-                session.scalars(stmt.execution_options(populate_existing=True), params).all()
-            )
+        locked = builtins.list(session.scalars(_LOCK_CLAIMABLE, params).all())
         locked.sort(key=_claim_order)
         picked = locked[: params["n"]]
         claimed = [job for job in picked if job.attempts < job.max_attempts]
