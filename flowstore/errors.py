@@ -21,7 +21,9 @@ __all__ = [
     "FlowstoreError",
     "InvalidInputError",
     "NotFoundError",
+    "TenantScopeError",
     "TransactionFailedError",
+    "describe",
     "mask_secrets",
     "translate",
     "translating",
@@ -42,6 +44,11 @@ class AlreadyExistsError(FlowstoreError):
 
 class InvalidInputError(FlowstoreError):
     """The input is wrong: unknown field, bad value, broken foreign key, NOT NULL or CHECK."""
+
+
+class TenantScopeError(InvalidInputError):
+    """A tenant-scoped unit of work was asked to touch another organization's rows, or data
+    that belongs to no organization (see docs/security.md)."""
 
 
 class ConnectionFailedError(FlowstoreError):
@@ -67,6 +74,15 @@ def mask_secrets(text: str) -> str:
     return _KV_PASSWORD.sub(r"\g<head>***", text)
 
 
+def describe(value: object, limit: int = 80) -> str:
+    """A short repr of a caller's value for a message; never fails (huge ints, hostile reprs)."""
+    try:
+        text = repr(value)
+    except Exception:
+        return f"<{type(value).__name__}>"
+    return mask_secrets(text if len(text) <= limit else text[: limit - 3] + "...")
+
+
 # SQLSTATE classes and vendor codes that mean "try the transaction again".
 _RETRYABLE_SQLSTATES = {"40001", "40P01", "55P03"}  # serialization, deadlock, lock not available
 _RETRYABLE_MYSQL = {1205, 1213, 1412, 1637}  # lock wait timeout, deadlock, table def changed, too many txns
@@ -74,6 +90,11 @@ _UNIQUE_SQLSTATE = "23505"
 _MYSQL_DUPLICATE = {1062, 1586}
 _MYSQL_CONNECTION = {2002, 2003, 2005, 2006, 2013, 2014, 2026, 2055, 1040, 1045, 1049, 1927}
 _SQLITE_UNIQUE_CODES = {1555, 2067}  # SQLITE_CONSTRAINT_PRIMARYKEY, SQLITE_CONSTRAINT_UNIQUE
+_MYSQL_SIGNAL = 1644  # a trigger's SIGNAL (the audit log's append-only guard)
+_READ_ONLY_SQLSTATES = {"25006"}  # read_only_sql_transaction
+_READ_ONLY_MYSQL = {1290, 1792, 1836}  # --read-only server, READ ONLY transaction, read-only mode
+_DISK_FULL_SQLSTATES = {"53100"}  # disk_full
+_DISK_FULL_MYSQL = {1021, 1114}  # disk full, table is full
 
 
 def _orig_message(exc: sa_exc.SQLAlchemyError) -> str:
@@ -155,6 +176,21 @@ def translate(exc: BaseException) -> FlowstoreError:
             return TransactionFailedError(f"transaction failed, retry it: {_orig_message(exc)}")
         if _is_connection_problem(exc):
             return ConnectionFailedError(f"database connection failed: {_orig_message(exc)}")
+        orig, code = exc.orig, _mysql_code(exc.orig)
+        if code == _MYSQL_SIGNAL:
+            return InvalidInputError(f"refused by the database: {_orig_message(exc)}")
+        if (
+            _sqlstate(orig) in _READ_ONLY_SQLSTATES
+            or code in _READ_ONLY_MYSQL
+            or ("readonly database" in str(orig))
+        ):
+            return FlowstoreError(f"the database is read-only: {_orig_message(exc)}")
+        if (
+            _sqlstate(orig) in _DISK_FULL_SQLSTATES
+            or code in _DISK_FULL_MYSQL
+            or ("database or disk is full" in str(orig))
+        ):
+            return FlowstoreError(f"the database is out of space: {_orig_message(exc)}")
         if isinstance(exc, sa_exc.DataError):
             return InvalidInputError(f"invalid value: {_orig_message(exc)}")
         return FlowstoreError(f"database error: {_orig_message(exc)}")
@@ -187,3 +223,6 @@ def translating() -> Iterator[None]:
         raise
     except sa_exc.SQLAlchemyError as exc:
         raise translate(exc) from exc
+    except (UnicodeError, OverflowError) as exc:
+        # A value the driver could not encode or fit (lone surrogates, huge integers).
+        raise InvalidInputError(f"invalid value: {mask_secrets(str(exc))}") from exc

@@ -13,36 +13,46 @@ import math
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Final, cast
 
-from sqlalchemy import ColumnElement, and_, inspect, not_, or_
+from sqlalchemy import BigInteger, ColumnElement, Integer, String, and_, inspect, not_, or_
 from sqlalchemy.orm import ColumnProperty
+from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.sqltypes import JSON
 
 from flowstore.errors import InvalidInputError
 
-__all__ = ["OPERATORS", "Spec", "coerce_value", "column_for", "where"]
+__all__ = ["OPERATORS", "Spec", "check_entity", "coerce_value", "column_for", "where"]
 
 OPERATORS: Final = frozenset(
     {"==", "!=", "<", "<=", ">", ">=", "in", "like", "contains", "startswith"}
 )
 _ESCAPE: Final = "\\"
 _MAX_IN: Final = 10_000
+_MAX_DEPTH: Final = 32  # nesting of & | ~ (chains of one operator are flattened)
+_MAX_TERMS: Final = 256  # where() leaves in one spec
+_MAX_PATTERN: Final = 10_000  # a LIKE pattern on a column without a declared length
+_MAX_JSON_DEPTH: Final = 64  # MySQL refuses documents nested deeper than 100
+_INT64: Final = 2**63
+_INT32: Final = 2**31
 
 
 class Spec:
     """A predicate over a model; build one with :func:`where`."""
 
+    depth: int = 1
+    terms: int = 1
+
     def __and__(self, other: Spec) -> Spec:
-        return _Bool("and", (self, _check_spec(other)))
+        return _combine("and", self, _check_spec(other))
 
     def __or__(self, other: Spec) -> Spec:
-        return _Bool("or", (self, _check_spec(other)))
+        return _combine("or", self, _check_spec(other))
 
     def __invert__(self) -> Spec:
-        return _Not(self)
+        return _checked_size(_Not(self))
 
     def to_clause(self, model: type[Any]) -> ColumnElement[bool]:
         """Compile into a SQLAlchemy boolean clause over ``model``'s columns."""
@@ -53,6 +63,23 @@ def _check_spec(other: object) -> Spec:
     if not isinstance(other, Spec):
         raise InvalidInputError(f"cannot combine a Spec with {type(other).__name__}")
     return other
+
+
+def _combine(kind: str, left: Spec, right: Spec) -> Spec:
+    """``left <kind> right``, with chains of one operator kept flat (``a & b & c`` is one node),
+    so long chains neither nest deeply nor overflow the compiler's recursion."""
+    parts: list[Spec] = []
+    for side in (left, right):
+        parts.extend(side.parts if isinstance(side, _Bool) and side.kind == kind else (side,))
+    return _checked_size(_Bool(kind, tuple(parts)))
+
+
+def _checked_size(spec: Spec) -> Spec:
+    if spec.depth > _MAX_DEPTH:
+        raise InvalidInputError(f"a spec may nest at most {_MAX_DEPTH} levels deep")
+    if spec.terms > _MAX_TERMS:
+        raise InvalidInputError(f"a spec may hold at most {_MAX_TERMS} conditions")
+    return spec
 
 
 @dataclass(frozen=True, repr=False)
@@ -77,9 +104,10 @@ class _Where(Spec):
         if op in {"like", "contains", "startswith"}:
             if not isinstance(value, str):
                 raise InvalidInputError(f"{op!r} on {self.field!r} takes a string")
-            _check_text(self.field, value)
+            _check_pattern(column, self.field, op, value)
             if op == "like":
-                return cast("ColumnElement[bool]", column.like(value))
+                # backslash escapes % and _ on every backend (SQLite has no default escape)
+                return cast("ColumnElement[bool]", column.like(value, escape=_ESCAPE))
             if op == "contains":
                 return cast("ColumnElement[bool]", column.contains(value, autoescape=True))
             return cast("ColumnElement[bool]", column.startswith(value, autoescape=True))
@@ -104,11 +132,15 @@ class _Where(Spec):
 @dataclass(frozen=True, repr=False)
 class _Bool(Spec):
     kind: str
-    parts: tuple[Spec, Spec]
+    parts: tuple[Spec, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "depth", 1 + max(part.depth for part in self.parts))
+        object.__setattr__(self, "terms", sum(part.terms for part in self.parts))
 
     def __repr__(self) -> str:
-        sign = "&" if self.kind == "and" else "|"
-        return f"({self.parts[0]!r} {sign} {self.parts[1]!r})"
+        sign = " & " if self.kind == "and" else " | "
+        return f"({sign.join(repr(part) for part in self.parts)})"
 
     def to_clause(self, model: type[Any]) -> ColumnElement[bool]:
         clauses = [part.to_clause(model) for part in self.parts]
@@ -118,6 +150,10 @@ class _Bool(Spec):
 @dataclass(frozen=True, repr=False)
 class _Not(Spec):
     inner: Spec
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "depth", 1 + self.inner.depth)
+        object.__setattr__(self, "terms", self.inner.terms)
 
     def __repr__(self) -> str:
         return f"~{self.inner!r}"
@@ -129,12 +165,13 @@ class _Not(Spec):
 def where(field: str, op: str, value: Any) -> Spec:
     """A predicate ``field <op> value``; ops: ``== != < <= > >= in like contains startswith``.
 
-    ``like`` takes an SQL LIKE pattern as given; ``contains`` and ``startswith`` match the value
-    literally (its ``%``, ``_`` and ``\\`` are escaped).
+    ``like`` takes an SQL LIKE pattern as given, with ``\\`` as its escape character on every
+    backend (``\\%`` matches a literal ``%``); ``contains`` and ``startswith`` match the value
+    literally (its ``%``, ``_`` and ``\\`` are escaped). The three work on text fields only.
     """
     if not isinstance(field, str) or not field:
         raise InvalidInputError("a spec's field must be a non-empty string")
-    if op not in OPERATORS:
+    if not isinstance(op, str) or op not in OPERATORS:
         raise InvalidInputError(f"unknown operator {op!r}; use one of {sorted(OPERATORS)}")
     return _Where(field, op, value)
 
@@ -150,8 +187,110 @@ def column_for(model: type[Any], field: str) -> Any:
 
 
 def _check_text(field: str, value: str) -> None:
+    """Text every backend can store: no NUL (PostgreSQL refuses it) and valid Unicode (no lone
+    surrogates, which no driver can encode)."""
     if "\x00" in value:
         raise InvalidInputError(f"{field!r}: text may not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInputError(f"{field!r}: text must be valid Unicode") from None
+
+
+def _check_pattern(column: Any, field: str, op: str, value: str) -> None:
+    sql_type = column.type
+    if not isinstance(sql_type, String) or _python_type(sql_type) is not str:
+        raise InvalidInputError(f"{op!r} works on text fields; {field!r} is not one")
+    _check_text(field, value)
+    length = sql_type.length
+    limit = length if op != "like" and length else max(4 * (length or 0), _MAX_PATTERN)
+    if len(value) > limit:
+        raise InvalidInputError(f"{op!r} on {field!r} takes at most {limit} characters")
+    if op == "like" and (len(value) - len(value.rstrip(_ESCAPE))) % 2:
+        raise InvalidInputError(f"a LIKE pattern may not end with a lone {_ESCAPE!r}")
+
+
+def _python_type(sql_type: Any) -> type[Any] | None:
+    try:
+        return cast("type[Any]", sql_type.python_type)
+    except NotImplementedError:
+        return None
+
+
+def _numeric_limit(sql_type: Any) -> Decimal | None:
+    """The exclusive bound of a ``NUMERIC(p, s)`` column (``10**(p-s)``), if it declares one."""
+    impl = getattr(sql_type, "impl", sql_type)
+    precision, scale = getattr(impl, "precision", None), getattr(impl, "scale", None)
+    if isinstance(precision, int) and isinstance(scale, int):
+        return Decimal(10) ** (precision - scale)
+    return None
+
+
+def _check_json(field: str, value: Any) -> None:
+    """A JSON value every backend stores and returns unchanged: string keys, finite numbers,
+    64-bit integers, text without NUL, nesting below MySQL's limit."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > _MAX_JSON_DEPTH:
+            raise InvalidInputError(f"{field!r}: JSON nested deeper than {_MAX_JSON_DEPTH}")
+        if item is None or isinstance(item, bool):
+            continue
+        if isinstance(item, str):
+            _check_text(field, item)
+        elif isinstance(item, int):
+            if not -_INT64 <= item < _INT64:
+                raise InvalidInputError(f"{field!r}: JSON integers must fit in 64 bits")
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise InvalidInputError(f"{field!r}: JSON numbers must be finite")
+        elif isinstance(item, dict):
+            for key, member in item.items():
+                if not isinstance(key, str):
+                    raise InvalidInputError(f"{field!r}: JSON object keys must be strings")
+                _check_text(field, key)
+                stack.append((member, depth + 1))
+        elif isinstance(item, list | tuple):
+            stack.extend((member, depth + 1) for member in item)
+        else:
+            raise InvalidInputError(f"{field!r}: {type(item).__name__} is not a JSON value")
+
+
+def check_entity(entity: Any) -> None:
+    """Check the values set on ``entity`` before it is written, converting where unambiguous
+    (a UUID string, an enum value).
+
+    SQLite stores almost anything; PostgreSQL and MySQL refuse too-long text, out-of-range
+    numbers, NUL characters. Checking here makes a bad value the same ``InvalidInputError`` on
+    every backend, raised before any SQL (so a PostgreSQL transaction is not left aborted).
+    """
+    model = type(entity)
+    mapper = inspect(model)
+    values = inspect(entity).dict
+    for prop in mapper.column_attrs:
+        key = prop.key
+        if key not in values or not isinstance(prop, ColumnProperty):
+            continue
+        column = prop.columns[0]
+        value = values[key]
+        if value is None:
+            required = not (column.nullable or column.primary_key) and column.default is None
+            if required and column.server_default is None and column is not mapper.version_id_col:
+                raise InvalidInputError(f"{model.__name__}.{key} is required")
+            continue
+        if isinstance(column.type, JSON):
+            _check_json(key, value)
+            continue
+        coerced = coerce_value(getattr(model, key), key, value)
+        if (
+            isinstance(coerced, int)
+            and isinstance(column.type, Integer)
+            and not isinstance(column.type, BigInteger)
+            and not -_INT32 <= coerced < _INT32
+        ):
+            raise InvalidInputError(f"{key!r} must be an integer within 32 bits")
+        if coerced is not value:
+            setattr(entity, key, coerced)
 
 
 def coerce_value(column: Any, field: str, value: Any) -> Any:
@@ -162,6 +301,8 @@ def coerce_value(column: Any, field: str, value: Any) -> Any:
     """
     if value is None:
         return None
+    if isinstance(value, ClauseElement) or hasattr(value, "__clause_element__"):
+        raise InvalidInputError(f"{field!r} takes a value, not an SQL expression")
     sql_type = column.type
     if isinstance(sql_type, JSON):
         raise InvalidInputError(f"{field!r} is a JSON field; it cannot be compared directly")
@@ -189,7 +330,7 @@ def coerce_value(column: Any, field: str, value: Any) -> Any:
             return value
         raise InvalidInputError(f"{field!r} must be a bool")
     if python_type is int:
-        if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**63:
+        if isinstance(value, int) and not isinstance(value, bool) and -_INT64 <= value < _INT64:
             return value
         raise InvalidInputError(f"{field!r} must be an integer within 64 bits")
     if python_type is Decimal:
@@ -200,16 +341,26 @@ def coerce_value(column: Any, field: str, value: Any) -> Any:
         number = Decimal(str(value)) if isinstance(value, float) else Decimal(value)
         if not number.is_finite():
             raise InvalidInputError(f"{field!r} must be a finite number")
+        limit = _numeric_limit(sql_type)
+        if limit is not None and abs(number) >= limit:
+            raise InvalidInputError(f"{field!r} must be less than {limit} in magnitude")
         return number
     if python_type is datetime:
         if not isinstance(value, datetime):
             raise InvalidInputError(f"{field!r} must be a datetime")
-        if value.tzinfo is None:
+        if value.tzinfo is None or value.utcoffset() is None:
             raise InvalidInputError(f"{field!r} must be a timezone-aware datetime")
+        try:
+            value.astimezone(UTC)
+        except OverflowError:
+            raise InvalidInputError(f"{field!r} is out of range once converted to UTC") from None
         return value
     if python_type is str:
         if not isinstance(value, str):
             raise InvalidInputError(f"{field!r} must be a string")
         _check_text(field, value)
+        length = getattr(sql_type, "length", None)
+        if length is not None and len(value) > length:
+            raise InvalidInputError(f"{field!r} takes at most {length} characters")
         return value
     return value

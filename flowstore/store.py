@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
@@ -25,6 +26,7 @@ from flowstore.errors import (
     translating,
 )
 from flowstore.repositories import RepositoryContext
+from flowstore.tenancy import coerce_org_id
 from flowstore.uow import UnitOfWork
 
 if TYPE_CHECKING:
@@ -84,9 +86,18 @@ class Store:
 
     # -- units of work and queues ----------------------------------------------------------
 
-    def unit_of_work(self) -> UnitOfWork:
-        """A new unit of work (use it as a context manager)."""
-        return UnitOfWork(self.session_factory, self._context)
+    def unit_of_work(self, *, org_id: Any = None) -> UnitOfWork:
+        """A new unit of work (use it as a context manager).
+
+        With ``org_id`` it is confined to that organization: its repositories see, change and
+        delete only that organization's rows and refuse others (``TenantScopeError``); see
+        ``flowstore.tenancy``.
+        """
+        if org_id is None:
+            return UnitOfWork(self.session_factory, self._context)
+        return UnitOfWork(
+            self.session_factory, replace(self._context, org_id=coerce_org_id(org_id))
+        )
 
     def run_in_transaction(
         self,

@@ -30,6 +30,7 @@ from flowstore.repositories import (
     TemplateRepository,
     UserRepository,
 )
+from flowstore.tenancy import scope_session
 
 if TYPE_CHECKING:
     from flowstore.queue import JobQueue
@@ -95,7 +96,14 @@ class UnitOfWork:
     def __enter__(self) -> Self:
         if self._session is not None:
             raise InvalidInputError("this unit of work is already active")
-        self._session = self._session_factory()
+        session = self._session_factory()
+        if self.context.org_id is not None:
+            try:
+                scope_session(session, self.context.org_id)
+            except BaseException:
+                session.close()
+                raise
+        self._session = session
         self._repositories = {}
         return self
 

@@ -1,4 +1,9 @@
-"""The audit trail: append-only, queried newest first."""
+"""The audit trail: append-only, queried newest first.
+
+Append-only holds beyond this repository: any flush of a changed or deleted ``AuditLog``
+fails, any session refuses an UPDATE or DELETE statement on ``audit_logs``, and the
+database's triggers (migration 0003) refuse raw SQL.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,8 @@ import builtins
 from datetime import datetime
 from typing import Any, NoReturn
 
-from sqlalchemy import select
+from sqlalchemy import Connection, event, select
+from sqlalchemy.orm import Mapper, ORMExecuteState, Session, object_session
 
 from flowstore.errors import InvalidInputError
 from flowstore.models import AuditLog
@@ -95,3 +101,31 @@ class AuditLogRepository(Repository[AuditLog]):
     def delete(self, id: Any) -> NoReturn:
         """Refused: the audit log is append-only."""
         raise InvalidInputError("the audit log is append-only: entries cannot be deleted")
+
+
+def _refuse_audit_change(mapper: Mapper[Any], connection: Connection, entry: AuditLog) -> None:
+    """In any flush: an audit entry may be inserted, never updated or deleted.
+
+    A mapper event (not ``before_flush``) so that it costs nothing to flushes without audit
+    changes and leaves ``add_many``'s bulk path open; the failed flush rolls the transaction
+    (or its savepoint) back.
+    """
+    session = object_session(entry)
+    if session is not None and not session.is_modified(entry) and entry not in session.deleted:
+        return
+    raise InvalidInputError("the audit log is append-only: entries cannot be changed or deleted")
+
+
+def _refuse_audit_statements(state: ORMExecuteState) -> None:
+    """Bulk UPDATE/DELETE statements on the audit log, through any session, are refused."""
+    if state.is_update or state.is_delete:
+        table = getattr(state.statement, "table", None)
+        if getattr(table, "name", None) == AuditLog.__tablename__:
+            raise InvalidInputError(
+                "the audit log is append-only: UPDATE and DELETE statements are refused"
+            )
+
+
+event.listen(AuditLog, "before_update", _refuse_audit_change)
+event.listen(AuditLog, "before_delete", _refuse_audit_change)
+event.listen(Session, "do_orm_execute", _refuse_audit_statements)

@@ -19,9 +19,15 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
 
 from flowstore.config import Settings
-from flowstore.errors import AlreadyExistsError, InvalidInputError, NotFoundError, translating
+from flowstore.errors import (
+    AlreadyExistsError,
+    InvalidInputError,
+    NotFoundError,
+    describe,
+    translating,
+)
 from flowstore.models.base import Entity
-from flowstore.spec import Spec, coerce_value, column_for
+from flowstore.spec import Spec, check_entity, coerce_value, column_for
 
 __all__ = ["OrderBy", "Repository", "RepositoryContext", "check_page", "coerce_id", "translated"]
 
@@ -69,8 +75,8 @@ def coerce_id(value: Any) -> uuid.UUID | None:
 def check_page(name: str, value: int | None) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidInputError(f"{name} must be a non-negative integer, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
+        raise InvalidInputError(f"{name} must be a non-negative 64-bit integer")
     return value
 
 
@@ -90,7 +96,7 @@ class Repository(Generic[T]):
         """The entity with this id; ``NotFoundError`` if there is none."""
         entity = self.get_or_none(id)
         if entity is None:
-            raise NotFoundError(f"{self.model.__name__} {id!r} not found")
+            raise NotFoundError(f"{self.model.__name__} {describe(id)} not found")
         return entity
 
     @translated
@@ -169,7 +175,7 @@ class Repository(Generic[T]):
         if entity not in self.session:
             current = self.get_or_none(entity.id)
             if current is None:
-                raise NotFoundError(f"{self.model.__name__} {entity.id!r} not found")
+                raise NotFoundError(f"{self.model.__name__} {describe(entity.id)} not found")
             if entity.lock_version is None:
                 entity.lock_version = current.lock_version
             entity = self.session.merge(entity)
@@ -190,6 +196,7 @@ class Repository(Generic[T]):
             raise InvalidInputError(
                 f"{type(self).__name__} stores {self.model.__name__}, not {type(entity).__name__}"
             )
+        check_entity(entity)  # bad values: the same InvalidInputError on every backend
 
     def _check_new(self, entity: Any) -> None:
         """Refuse a new entity whose id this session already holds (no round trip needed)."""
@@ -223,7 +230,7 @@ class Repository(Generic[T]):
         clauses: builtins.list[Any] = []
         for name in names:
             if not isinstance(name, str) or not name.lstrip("-"):
-                raise InvalidInputError(f"order_by takes field names, got {name!r}")
+                raise InvalidInputError(f"order_by takes field names, got {describe(name)}")
             column = column_for(self.model, name.lstrip("-"))
             clauses.append(column.desc() if name.startswith("-") else column.asc())
         if "id" not in {n.lstrip("-") for n in names}:

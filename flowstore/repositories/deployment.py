@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import delete, func, select
 
-from flowstore.errors import InvalidInputError, NotFoundError
+from flowstore.errors import InvalidInputError, NotFoundError, describe
 from flowstore.models import Deployment, DeploymentNode, DeploymentStatus
 from flowstore.models.base import utcnow
 from flowstore.repositories.base import Repository, coerce_id, translated
@@ -63,7 +63,7 @@ class DeploymentRepository(Repository[Deployment]):
         key = coerce_id(deployment_id)
         mapping = self.session.get(DeploymentNode, key) if key is not None else None
         if mapping is None:
-            raise NotFoundError(f"deployment {deployment_id!r} is not mapped to a node")
+            raise NotFoundError(f"deployment {describe(deployment_id)} is not mapped to a node")
         return mapping.node_id
 
     @translated
