@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -242,7 +243,8 @@ def cmd_db_check(args: argparse.Namespace) -> int:
                 f"the database is at {state.current}, behind head {state.head}: "
                 "run `flowstore db upgrade`"
             )
-        with store.engine.connect() as conn:
+        with store.engine.connect() as conn, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             context = MigrationContext.configure(
                 conn, opts={"compare_type": True, "compare_server_default": True}
             )
@@ -250,6 +252,8 @@ def cmd_db_check(args: argparse.Namespace) -> int:
                 describe_difference(d, conn.dialect)
                 for d in _flatten(compare_metadata(context, Base.metadata))
             ]
+        for warning in caught:  # what autogenerate could not compare, e.g. expression indexes
+            _note(" ".join(str(warning.message).split()))
         if differences:
             for line in differences:
                 print(f"  - {line}")

@@ -24,9 +24,10 @@ from flowstore.schema import alembic_config, head_revision
 from tests.backends import create_database, in_ci
 from tests.conftest import BACKENDS
 
-CLI_BACKENDS = (["sqlite_file"] if {"sqlite", "sqlite_file"} & set(BACKENDS) else []) + (
-    ["postgresql"] if "postgresql" in BACKENDS else []
-)
+SQLITE_FILE = ["sqlite_file"] if {"sqlite", "sqlite_file"} & set(BACKENDS) else []
+CLI_BACKENDS = SQLITE_FILE + (["postgresql"] if "postgresql" in BACKENDS else [])
+# The whole migration lifecycle also runs on MySQL/MariaDB, where `db check` compares types.
+LIFECYCLE_BACKENDS = CLI_BACKENDS + (["mysql"] if "mysql" in BACKENDS else [])
 PASSWORD = "Sup3r-s3cret-pw"
 UNKNOWN_REVISION = "9f1c0ffee5a7"
 REVISIONS = [s.revision for s in ScriptDirectory.from_config(alembic_config()).walk_revisions()]
@@ -83,16 +84,15 @@ def closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(params=CLI_BACKENDS)
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty database on the backend: a SQLite file path, or a throwaway PostgreSQL DB."""
-    if request.param == "sqlite_file":
+def empty_database(backend: str, tmp_path: Path) -> Iterator[str]:
+    """An empty database: a SQLite file path, or a throwaway database on a server (dropped)."""
+    if backend == "sqlite_file":
         yield f"sqlite:///{tmp_path / 'cli.sqlite3'}"
         return
     try:
-        database = create_database("postgresql", "cli")
+        database = create_database(backend, "cli")
     except Exception as exc:
-        reason = f"postgresql unreachable: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+        reason = f"{backend} unreachable: {type(exc).__name__}: {str(exc).splitlines()[0]}"
         if in_ci():
             pytest.fail(reason, pytrace=False)
         pytest.skip(reason)
@@ -102,14 +102,25 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         database.drop()
 
 
+@pytest.fixture(params=CLI_BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    yield from empty_database(request.param, tmp_path)
+
+
+@pytest.fixture(params=LIFECYCLE_BACKENDS)
+def lifecycle_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    yield from empty_database(request.param, tmp_path)
+
+
 def migrated(url: str) -> Store:
     store = Store(url)
     store.upgrade()
     return store
 
 
-def test_migration_lifecycle(database_url: str) -> None:
+def test_migration_lifecycle(lifecycle_url: str) -> None:
     """upgrade step by step, current, history, check, ping, stats, then downgrade to base."""
+    database_url = lifecycle_url
     first, head = REVISIONS[0], head_revision()
     assert_ok(run_cli("db", "upgrade", first, "--url", database_url))
 
