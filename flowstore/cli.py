@@ -47,6 +47,7 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
 
 URL_ENV = "FLOWSTORE_DATABASE_URL"
 DEMO_FILE = "flowstore-demo.sqlite3"
@@ -556,6 +557,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("flowstore: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `flowstore stats | head`: the reader left; so do we, quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except CommandFailed as exc:
         return _fail(str(exc), args)
     except FlowstoreError as exc:

@@ -134,8 +134,8 @@ class _Story:
         how = "created" if created else "found (made by an earlier run)"
         self.report.line(f"{org.name} ({org.slug}) {how}")
         self.report.line(
-            f"{total} organizations share the database; {neighbour.name} ({neighbour.slug}) "
-            "is the neighbour whose data must stay apart"
+            f"{total} organizations share the database: {neighbour.name} ({neighbour.slug}) "
+            "is a neighbour"
         )
         self.summary = DemoSummary(organization_id=self.org_id, organization_created=created)
         return self.summary
@@ -267,7 +267,7 @@ class _Story:
             f"{total} policies ({created} created this run): org, application and user level, "
             "one org-level policy disabled"
         )
-        self.report.line("applicable to ada@ calling support-chatbot, in order:")
+        self.report.line("applicable when ada calls support-chatbot, in order:")
         for policy in applicable:
             level = "user" if policy.user_id else "application" if policy.application_id else "org"
             summary.applicable_policies.append(f"{level}:{policy.policy_type}")
@@ -360,8 +360,9 @@ class _Story:
         summary.requests_created = 2
         self.report.line(
             f"gpu request {_short(gpu.id)}: pending -> in_progress -> completed, "
-            f"{running} machines running ({', '.join(instance_ids[:2])})"
+            f"{running} machines running:"
         )
+        self.report.line(f"  {', '.join(instance_ids[:2])}")
         self.report.line(
             f"cpu request {_short(cpu.id)}: pending -> in_progress -> failed "
             f"(machine {instance_ids[2]} failed to boot)"
