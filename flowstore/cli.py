@@ -76,6 +76,7 @@ class RevisionState:
 
     @property
     def migrated(self) -> bool:
+        """The database has an Alembic revision (it was migrated at least once)."""
         return self.current is not None
 
     @property
@@ -85,9 +86,11 @@ class RevisionState:
 
     @property
     def at_head(self) -> bool:
+        """The database is at this version's newest revision."""
         return self.current == self.head
 
     def unknown_message(self) -> str:
+        """Why a database migrated by a newer flowstore is refused, and what to do."""
         return (
             f"the database is ahead of this code: its revision {self.current!r} is unknown to "
             f"flowstore {flowstore.__version__} (newest: {self.head}), so a newer version "
@@ -113,11 +116,13 @@ def revision_state(store: Store) -> RevisionState:
 
 
 def _require_known(state: RevisionState) -> None:
+    """Refuse a database at a revision this version does not ship."""
     if state.unknown:
         raise CommandFailed(state.unknown_message())
 
 
 def _require_migrated(state: RevisionState) -> None:
+    """Refuse a database that was never migrated, or is ahead of this version."""
     if not state.migrated:
         raise CommandFailed("the database is not migrated: run `flowstore db upgrade` first")
     _require_known(state)
@@ -173,6 +178,7 @@ def _open_store(
 
 
 def _note(message: str) -> None:
+    """A remark on stderr that is not an error (the exit status stays 0)."""
     print(f"note: {message}", file=sys.stderr)
 
 
@@ -180,6 +186,7 @@ def _note(message: str) -> None:
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    """``db upgrade [REV]``: migrate up; a SQLite file is created if missing."""
     with _open_store(args, create=True) as store:
         before = revision_state(store)
         _require_known(before)
@@ -194,6 +201,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_db_downgrade(args: argparse.Namespace) -> int:
+    """``db downgrade REV``: migrate down (``base`` removes every flowstore table)."""
     with _open_store(args) as store:
         before = revision_state(store)
         _require_known(before)
@@ -207,6 +215,7 @@ def cmd_db_downgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_db_current(args: argparse.Namespace) -> int:
+    """``db current``: the database's revision and how it stands against head."""
     with _open_store(args) as store:
         state = revision_state(store)
         _require_known(state)
@@ -215,6 +224,7 @@ def cmd_db_current(args: argparse.Namespace) -> int:
 
 
 def cmd_db_history(args: argparse.Namespace) -> int:
+    """``db history``: the shipped revisions; the database's is marked when a URL is given."""
     state: RevisionState | None = None
     if _configured_url(args, Settings()) is not None:
         with _open_store(args) as store:
@@ -236,6 +246,7 @@ def cmd_db_history(args: argparse.Namespace) -> int:
 
 
 def cmd_db_check(args: argparse.Namespace) -> int:
+    """``db check``: succeed only at head with a schema that matches the models (a CD gate)."""
     with _open_store(args) as store:
         state = revision_state(store)
         _require_migrated(state)
@@ -279,6 +290,7 @@ def _flatten(diffs: Sequence[Any]) -> list[tuple[Any, ...]]:
 
 
 def _type_name(value: Any, dialect: Any) -> str:
+    """A column type (or default) as the database would spell it."""
     if isinstance(value, TypeEngine):
         try:
             return str(value.compile(dialect=dialect))
@@ -324,6 +336,7 @@ def describe_difference(diff: tuple[Any, ...], dialect: Any) -> str:
 
 
 def cmd_ping(args: argparse.Namespace) -> int:
+    """``ping``: one round trip, with the server's version (a health check)."""
     with _open_store(args) as store:
         started = time.perf_counter()
         store.ping()
@@ -373,6 +386,7 @@ def collect_stats(store: Store) -> dict[str, Any]:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
+    """``stats [--json]``: what the database holds, for operators and scripts."""
     with _open_store(args) as store:
         stats = collect_stats(store)
     if args.json:
@@ -404,7 +418,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
                 f"set {URL_ENV} or pass --url (the in-memory default is private to a process)"
             )
         store.ping()
-        _require_migrated(revision_state(store))
+        state = revision_state(store)
+        _require_migrated(state)
+        if not state.at_head:
+            raise CommandFailed(
+                f"the database is at {state.current}, behind head {state.head}: "
+                "run `flowstore db upgrade` before starting workers"
+            )
         args.url = store.url.render_as_string(hide_password=False)
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # handlers of the project the worker runs in
@@ -417,6 +437,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    """``demo``: the story of flowstore.demo, on ./flowstore-demo.sqlite3 by default."""
     from flowstore.demo import run_demo
 
     with _open_store(args, default=f"sqlite:///{DEMO_FILE}", create=True) as store:

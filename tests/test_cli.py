@@ -363,6 +363,12 @@ def test_worker_refusals_are_one_line(tmp_path: Path) -> None:
     in_memory = run_cli("worker", "--queue", "q", "--handler", "json:dumps", cwd=tmp_path)
     assert "needs a database its producers share" in in_memory.stderr.splitlines()[-1]
     assert in_memory.returncode == 1 and "Traceback" not in in_memory.stderr
+    behind = f"sqlite:///{tmp_path / 'behind.sqlite3'}"
+    with Store(behind) as store:
+        store.upgrade(REVISIONS[0])
+    if REVISIONS[0] != head_revision():
+        refused = run_cli("worker", "--queue", "q", "--handler", "json:dumps", "--url", behind)
+        assert "behind head" in assert_one_line_error(refused)
     closed = f"postgresql://worker:{PASSWORD}@127.0.0.1:{closed_port()}/jobs"
     unreachable = run_cli("--url", closed, "worker", "--queue", "q", "--handler", "json:dumps")
     assert "connection failed" in assert_one_line_error(unreachable, PASSWORD)
