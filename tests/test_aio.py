@@ -561,9 +561,11 @@ def test_many_concurrent_units_of_work(aio_url: str) -> None:
     arun(aio_url, body, settings=Settings(pool_size=3, max_overflow=2))
 
 
-async def _cancel_inside(store: AsyncStore, slow: bool) -> None:
-    """Start a unit of work that writes, then cancel it while idle or mid-statement."""
+async def _cancel_inside(store: AsyncStore, how: str) -> None:
+    """Start a unit of work that writes, then cancel it: while it is idle, mid-statement, or
+    twice (the second time during its clean-up)."""
     started = asyncio.Event()
+    slow = how == "mid-statement"
 
     async def victim() -> None:
         async with store.unit_of_work() as uow:
@@ -584,16 +586,19 @@ async def _cancel_inside(store: AsyncStore, slow: bool) -> None:
     await started.wait()
     await asyncio.sleep(0.05 if slow else 0)
     task.cancel()
+    if how == "twice":
+        await asyncio.sleep(0)  # the victim is now rolling back
+        task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
 
 
-@pytest.mark.parametrize("slow", [False, True], ids=["idle", "mid-statement"])
-def test_cancelling_a_task_rolls_back_its_unit_of_work(aio_url: str, slow: bool) -> None:
+@pytest.mark.parametrize("how", ["idle", "mid-statement", "twice"])
+def test_cancelling_a_task_rolls_back_its_unit_of_work(aio_url: str, how: str) -> None:
     async def body(store: AsyncStore) -> None:
         async with store.unit_of_work() as uow:
             await uow.deployments.add(Deployment(name="before", version="1"))
-        await _cancel_inside(store, slow)
+        await _cancel_inside(store, how)
         assert checked_out(store) == 0  # the connection is back in the pool
         async with store.unit_of_work() as uow:  # and the store goes on working
             assert [d.name for d in await uow.deployments.list()] == ["before"]

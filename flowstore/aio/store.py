@@ -63,6 +63,7 @@ class AsyncStore:
         self._context = RepositoryContext(settings=self.settings)
         self.is_memory = is_memory_sqlite(self.url)
         self._schema_pending = self.is_memory
+        self._shield_steps = self.engine.dialect.name == "sqlite"  # see flowstore.aio.uow
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> Self:
@@ -89,7 +90,8 @@ class AsyncStore:
         return AsyncUnitOfWork(
             self.session_factory,
             self._context,
-            shield_steps=self.is_memory,
+            shield_steps=self._shield_steps,
+            connect_early=self.is_memory,
             prepare=self._ensure_schema if self.is_memory else None,
         )
 
@@ -124,12 +126,12 @@ class AsyncStore:
 
     async def _run_in_greenlet(self, call: Callable[[], R]) -> R:
         """``call()`` in a greenlet of its own, where it may open sync sessions on
-        ``engine.sync_engine``; errors translated, and finished even if cancelled on the
-        in-memory database (as a unit of work's steps are)."""
+        ``engine.sync_engine``; errors translated, and finished even if cancelled on SQLite
+        (as a unit of work's steps are)."""
         await self._ensure_schema()
         step = greenlet_spawn(call)
         try:
-            if self.is_memory:
+            if self._shield_steps:
                 return await finish_uninterrupted(step)
             return await step
         except FlowstoreError:

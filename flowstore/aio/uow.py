@@ -5,10 +5,12 @@ exception (then re-raises it, a SQLAlchemy error as its flowstore error). The re
 the sync ones, bound to ``session.sync_session`` and awaited through ``AsyncSession.run_sync``.
 
 Cancellation: the clean-up (rollback, close) always runs to its end, even when the task is
-cancelled again meanwhile, so the connection goes back to the pool. On a server or a SQLite
-file, a cancellation that lands mid-statement interrupts it (SQLAlchemy then discards that
-connection). On the in-memory database each step is shielded instead and finishes before the
-cancellation takes effect: discarding its only connection would discard the database.
+cancelled again meanwhile, so the connection goes back to the pool. On PostgreSQL a
+cancellation that lands mid-statement interrupts it (SQLAlchemy then discards that
+connection). On SQLite each step is shielded instead and finishes before the cancellation takes
+effect: aiosqlite runs the statement to its end in its thread anyway, a connection discarded
+meanwhile would keep its write lock until garbage collection, and discarding the in-memory
+database's only connection would discard the database.
 """
 
 from __future__ import annotations
@@ -57,17 +59,16 @@ async def finish_uninterrupted(step: Awaitable[R]) -> R:
     cancellation. Used for clean-up that must not stop halfway (rollback, close)."""
     task = asyncio.ensure_future(step)
     cancelled = False
-    while True:
+    while not task.done():
         try:
-            result = await asyncio.shield(task)
+            await asyncio.wait({task})  # a cancelled wait leaves the task running
         except asyncio.CancelledError:
-            if task.done():
-                raise
             cancelled = True
-            continue
-        if cancelled:
-            raise asyncio.CancelledError
-        return result
+    if cancelled:
+        if not task.cancelled():
+            task.exception()  # retrieved: the cancellation is what the caller gets
+        raise asyncio.CancelledError
+    return task.result()
 
 
 class _AsyncRepositoryAttribute(Generic[RepoT]):
@@ -119,13 +120,16 @@ class AsyncUnitOfWork:
         context: RepositoryContext | None = None,
         *,
         shield_steps: bool = False,
+        connect_early: bool = False,
         prepare: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        """``shield_steps``: finish each database step even if cancelled (the in-memory
-        database); ``prepare``: awaited before the session opens (schema creation)."""
+        """``shield_steps``: finish each database step even if cancelled (SQLite);
+        ``connect_early``: take the connection on entry (the in-memory database, whose one
+        connection is waited for); ``prepare``: awaited before the session opens."""
         self._session_factory = session_factory
         self.context = context or RepositoryContext()
         self._shield = shield_steps
+        self._connect_early = connect_early
         self._prepare = prepare
         self._session: AsyncSession | None = None
         self._repositories: dict[str, AsyncProxy[Any]] = {}
@@ -181,7 +185,7 @@ class AsyncUnitOfWork:
             await self._prepare()
         session = self._session_factory()
         self._session, self._repositories = session, {}
-        if self._shield:
+        if self._connect_early:
             # Take the single connection now, while waiting for it can still be cancelled.
             try:
                 with translating():
