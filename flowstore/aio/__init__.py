@@ -1,7 +1,8 @@
 """flowstore's async face: ``AsyncStore`` and ``AsyncUnitOfWork`` over the same repositories.
 
 ``async with store.unit_of_work() as uow: await uow.deployments.get(i)``, on
-``sqlite+aiosqlite`` (the in-memory default) and ``postgresql+psycopg``.
+``sqlite+aiosqlite`` (the in-memory default) and ``postgresql+psycopg``; ``store.queue(name)``
+and ``uow.queue(name)`` give the job queue with every method awaited.
 
 Why the sync repositories run inside ``AsyncSession.run_sync``: the repository logic (queries,
 input checks, dialect branches, error translation) then exists once, in
@@ -16,10 +17,12 @@ two. The cost is one greenlet switch per awaited call, measured by ``scripts/ben
 
 from flowstore.aio.engine import build_async_engine
 from flowstore.aio.proxy import AsyncProxy, async_proxy_class
+from flowstore.aio.queue import AsyncJobQueue
 from flowstore.aio.store import AsyncStore
 from flowstore.aio.uow import AsyncRepository, AsyncUnitOfWork
 
 __all__ = [
+    "AsyncJobQueue",
     "AsyncProxy",
     "AsyncRepository",
     "AsyncStore",
