@@ -78,7 +78,7 @@ class DemoSummary:
     applicable_policies: list[str] = field(default_factory=list)
     requests_created: int = 0
     deployment_id: uuid.UUID | None = None
-    job_id: Any = None
+    job_id: uuid.UUID | None = None
     jobs_processed: int = 0
     audit_entries: int = 0
     inference_requests: int = 0
@@ -110,7 +110,6 @@ class _Story:
         self.app_ids: dict[str, uuid.UUID] = {}
         self.user_ids: dict[str, uuid.UUID] = {}
         self.template_ids: dict[str, uuid.UUID] = {}
-        self.summary: DemoSummary | None = None
 
     # -- 1. organization ---------------------------------------------------------------------
 
@@ -137,8 +136,7 @@ class _Story:
             f"{total} organizations share the database: {neighbour.name} ({neighbour.slug}) "
             "is a neighbour"
         )
-        self.summary = DemoSummary(organization_id=self.org_id, organization_created=created)
-        return self.summary
+        return DemoSummary(organization_id=self.org_id, organization_created=created)
 
     # -- 2. applications and API keys ------------------------------------------------------
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -372,3 +374,44 @@ def test_worker_refusals_are_one_line(tmp_path: Path) -> None:
     closed = f"postgresql://worker:{PASSWORD}@127.0.0.1:{closed_port()}/jobs"
     unreachable = run_cli("--url", closed, "worker", "--queue", "q", "--handler", "json:dumps")
     assert "connection failed" in assert_one_line_error(unreachable, PASSWORD)
+
+
+def test_worker_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'term.sqlite3'}"
+    with migrated(url) as store:
+        job_id = store.queue("q").enqueue({"n": 7})
+    (tmp_path / "demo_handlers.py").write_text(HANDLER_MODULE)
+    handled = tmp_path / "handled.jsonl"
+    worker = [
+        "worker",
+        "--queue",
+        "q",
+        "--handler",
+        "demo_handlers:handle",
+        "--poll-interval",
+        "0.05",
+    ]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "flowstore", *worker],
+        env=cli_env(FLOWSTORE_DATABASE_URL=url),
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for _ in range(1200):  # the first job handled: the worker is up, its signal handler too
+            if handled.exists() or process.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert process.poll() is None, "the worker exited before it was asked to"
+        process.send_signal(signal.SIGTERM)
+        _, log = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, log
+    assert "Traceback" not in log
+    assert handled.read_text().strip() == '{"n": 7}'
+    with Store(url) as store:
+        assert store.queue("q").get(job_id).status == JobStatus.DONE
