@@ -107,6 +107,7 @@ class Parent(declarations.SubFactory):
         self.unless = unless
 
     def evaluate(self, instance: Any, step: Any, extra: Any) -> Any:
+        # ``step.builder.extras``: the keyword arguments of this (sub)factory call.
         if any(name in step.builder.extras for name in self.unless):
             return None
         return super().evaluate(instance, step, extra)  # type: ignore[no-untyped-call]
