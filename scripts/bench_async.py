@@ -5,12 +5,15 @@ Work (each the median of several runs, the table emptied or the rows made before
 
 * ``add_many``: 5000 deployments in one unit of work;
 * ``get``: 2000 gets by id, in one unit of work (a fresh session: every get is a SELECT);
+* the same gets with the async face making them all in one ``run()`` (one greenlet switch):
+  what is left over the sync face is the async driver's cost, not flowstore's;
 * ``unit of work + get``: 300 units of work of one get each (session, connection, transaction).
 
 The async face runs the sync repository code in SQLAlchemy's greenlet (``run_sync``), so its
 extra cost per awaited call is one greenlet switch plus the async driver's own overhead
-(aiosqlite hands every DBAPI call to its thread; psycopg's async connection goes through the
-event loop).
+(aiosqlite hands every DBAPI call, about eight per get, to its thread and back; psycopg's
+async connection goes through the event loop). Wall and CPU time are both reported: on a
+shared machine CPU time (this process, all threads) is the steadier figure.
 
     .venv/bin/python scripts/bench_async.py [--backends sqlite,postgresql] [--quick]
 
@@ -23,13 +26,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import random
+import statistics
 import sys
+import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any
 
-from bench_core import measure, rows_table, throwaway_url
+from bench_core import rows_table, throwaway_url
 from sqlalchemy import delete
 
 from flowstore import Store
@@ -87,6 +93,10 @@ def _bench_backend(backend: str, url: str, sizes: Mapping[str, int]) -> list[dic
             for ident in ids:
                 await uow.deployments.get(ident)
 
+    async def async_gets_one_step() -> None:
+        async with async_store.unit_of_work() as uow:
+            await uow.deployments.run(lambda repo: [repo.get(ident) for ident in ids])
+
     def sync_units() -> None:
         for ident in ids[: sizes["units"]]:
             with sync_store.unit_of_work() as uow:
@@ -106,14 +116,23 @@ def _bench_backend(backend: str, url: str, sizes: Mapping[str, int]) -> list[dic
         async_run: Callable[[], Coroutine[Any, Any, None]],
         setup: Callable[[], object] | None = None,
     ) -> None:
-        sync_us = measure(sync_run, repeats=repeats, setup=setup, per=per) * 1e6
-        async_us = measure(lambda: runner.run(async_run()), repeats=repeats, setup=setup, per=per)
-        rows.append(_row(backend, work, per, sync_us, async_us * 1e6))
+        # Sync and async runs alternate, so that a change in the machine's load hits both.
+        sync_times, async_times = [], []
+        for _ in range(repeats):
+            sync_times.append(_timed(sync_run, setup))
+            async_times.append(_timed(lambda: runner.run(async_run()), setup))
+        rows.append(_row(backend, work, per, _median(sync_times), _median(async_times)))
 
     try:
         compare(f"add_many {sizes['insert']}", sizes["insert"], sync_insert, async_insert, empty)
         seed()
         compare(f"get x{sizes['gets']}, one unit of work", sizes["gets"], sync_gets, async_gets)
+        compare(
+            f"get x{sizes['gets']}, one unit of work, async in one run()",
+            sizes["gets"],
+            sync_gets,
+            async_gets_one_step,
+        )
         compare(f"unit of work + get x{sizes['units']}", sizes["units"], sync_units, async_units)
     finally:
         runner.run(async_store.close())
@@ -128,15 +147,34 @@ async def _open(url: str) -> AsyncStore:
     return store
 
 
-def _row(backend: str, work: str, per: int, sync_us: float, async_us: float) -> dict[str, Any]:
+def _timed(work: Callable[[], object], setup: Callable[[], object] | None) -> tuple[float, float]:
+    """Wall and CPU seconds of one ``work()`` (CPU: every thread of this process, aiosqlite's
+    included; less disturbed by other processes on a shared machine than wall time)."""
+    if setup is not None:
+        setup()
+    gc.collect()
+    wall, cpu = time.perf_counter(), time.process_time()
+    work()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def _median(times: list[tuple[float, float]]) -> tuple[float, float]:
+    return statistics.median(t[0] for t in times), statistics.median(t[1] for t in times)
+
+
+def _row(
+    backend: str, work: str, per: int, sync: tuple[float, float], asynchronous: tuple[float, float]
+) -> dict[str, Any]:
+    (sync_wall, sync_cpu), (async_wall, async_cpu) = sync, asynchronous
     return {
         "backend": backend,
         "work": work,
-        "sync us/op": sync_us,
-        "async us/op": async_us,
-        "async extra us/op": async_us - sync_us,
-        "async / sync": async_us / sync_us,
-        "async total ms": async_us * per / 1000,
+        "sync us/op": sync_wall / per * 1e6,
+        "async us/op": async_wall / per * 1e6,
+        "async / sync": async_wall / sync_wall,
+        "sync cpu us/op": sync_cpu / per * 1e6,
+        "async cpu us/op": async_cpu / per * 1e6,
+        "async / sync (cpu)": async_cpu / sync_cpu,
     }
 
 
