@@ -13,7 +13,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Dialect, Engine
 
 from flowstore.models import Base
 
@@ -27,6 +27,7 @@ __all__ = [
     "downgrade_on",
     "head_revision",
     "script_location",
+    "table_options",
     "upgrade",
     "upgrade_on",
 ]
@@ -50,6 +51,22 @@ def alembic_config(connection: Connection | None = None) -> Config:
     if connection is not None:
         config.attributes["connection"] = connection
     return config
+
+
+def table_options(dialect: Dialect) -> dict[str, str]:
+    """Table options the migrations give every table: on MySQL/MariaDB, utf8mb4 with a binary,
+    no-pad collation, so strings compare exactly as on PostgreSQL and SQLite (``"acme"``,
+    ``"ACME"`` and ``"acme "`` are three different slugs) whatever the server's default."""
+    if dialect.name not in {"mysql", "mariadb"}:
+        return {}
+    version = getattr(dialect, "server_version_info", None) or ()
+    if getattr(dialect, "is_mariadb", False):
+        collation = "utf8mb4_nopad_bin"
+    elif version >= (8, 0):
+        collation = "utf8mb4_0900_bin"
+    else:
+        collation = "utf8mb4_bin"
+    return {"mysql_charset": "utf8mb4", "mysql_collate": collation}
 
 
 @lru_cache(maxsize=1)

@@ -20,6 +20,7 @@ from flowstore.errors import (
     ConcurrencyError,
     ConnectionFailedError,
     FlowstoreError,
+    InvalidInputError,
     TransactionFailedError,
     mask_secrets,
     translate,
@@ -114,8 +115,8 @@ class Store:
         ``attempts`` times in all, with jittered exponential backoff; the last error is raised.
         ``work`` must be safe to run again: everything it read is read anew.
         """
-        if attempts < 1:
-            raise ValueError("attempts must be at least 1")
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+            raise InvalidInputError(f"attempts must be an integer of at least 1, got {attempts!r}")
         for attempt in range(1, attempts + 1):
             try:
                 with self.unit_of_work() as uow:

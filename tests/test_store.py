@@ -147,5 +147,5 @@ def test_run_in_transaction_returns_the_result(store: Store) -> None:
         lambda uow: uow.deployments.add(Deployment(name="r", version="1")).name
     )
     assert result == "r"
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidInputError):
         store.run_in_transaction(lambda uow: None, attempts=0)

@@ -17,6 +17,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mysql, postgresql
 
+from flowstore.schema import table_options
+
 revision: str = "0001"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
@@ -41,6 +43,7 @@ def _entity(table: str, *columns: sa.SchemaItem) -> None:
         sa.Column("updated_at", TIMESTAMP, nullable=False),
         sa.Column("lock_version", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f(f"pk_{table}")),
+        **table_options(op.get_context().dialect),
     )
 
 
@@ -121,6 +124,7 @@ def upgrade() -> None:
         sa.Column("assigned_at", TIMESTAMP, nullable=False),
         _fk("deployment_nodes", "deployment_id", "deployments", "CASCADE"),
         sa.PrimaryKeyConstraint("deployment_id", name=op.f("pk_deployment_nodes")),
+        **table_options(op.get_context().dialect),
     )
     _index("deployment_nodes", "node_id")
 

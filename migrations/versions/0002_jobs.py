@@ -21,6 +21,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mysql, postgresql
 
+from flowstore.schema import table_options
+
 revision: str = "0002"
 down_revision: str | None = "0001"
 branch_labels: str | Sequence[str] | None = None
@@ -70,6 +72,7 @@ def upgrade() -> None:
             name=op.f("ck_jobs_finished_at_iff_finished"),
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_jobs")),
+        **table_options(op.get_context().dialect),
     )
     op.create_index(
         "ix_jobs_claim",
