@@ -647,8 +647,14 @@ def test_the_memory_database_refuses_a_second_hold_by_one_task() -> None:
                 async with store.unit_of_work() as nested:
                     await nested.deployments.count()
             assert await uow.deployments.count() == 1  # the outer transaction is intact
+            await uow.commit()  # the next step takes the connection again, in a helper task
+            await uow.deployments.add(Deployment(name="b", version="1"))
+            with pytest.raises(InvalidInputError, match="already holds"):
+                await store.ping()
+            with pytest.raises(InvalidInputError, match="already holds"):
+                await store.queue().enqueue({"n": 1})
         async with store.unit_of_work() as uow:
-            assert await uow.deployments.count() == 1
+            assert await uow.deployments.count() == 2
 
     arun("sqlite://", body)
 
@@ -739,6 +745,8 @@ def test_migrations_through_the_async_engine(empty_database_url: str) -> None:
             assert await store.current_revision() is None
             await store.upgrade()
             assert await store.current_revision() == head_revision()
+            with pytest.raises(InvalidInputError):
+                await store.downgrade("no-such-revision")
             async with store.unit_of_work() as uow:
                 await uow.deployments.add(Deployment(name="a", version="1"))
             await store.downgrade("base")

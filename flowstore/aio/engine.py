@@ -18,7 +18,9 @@ table locks fail at once with "database table is locked" instead of waiting.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Awaitable
+from contextvars import ContextVar
+from typing import Any, TypeVar
 
 from sqlalchemy import URL
 from sqlalchemy import exc as sa_exc
@@ -30,7 +32,28 @@ from flowstore.config import Settings
 from flowstore.engine import _install_sqlite_hooks, engine_options, is_memory_sqlite, normalize_url
 from flowstore.errors import InvalidInputError, mask_secrets
 
-__all__ = ["TaskGate", "build_async_engine"]
+R = TypeVar("R")
+
+__all__ = ["TaskGate", "build_async_engine", "spawn_step"]
+
+# The task a helper task works for (flowstore runs shielded steps in tasks of their own): the
+# gate treats both as one holder.
+_WORKING_FOR: ContextVar[asyncio.Task[Any] | None] = ContextVar(
+    "flowstore_working_for", default=None
+)
+
+
+def _holder() -> asyncio.Task[Any] | None:
+    return _WORKING_FOR.get() or asyncio.current_task()
+
+
+def spawn_step(step: Awaitable[R]) -> asyncio.Future[R]:
+    """``step`` as a task of its own that works for the current task (see ``TaskGate``)."""
+    token = _WORKING_FOR.set(_holder())
+    try:
+        return asyncio.ensure_future(step)
+    finally:
+        _WORKING_FOR.reset(token)
 
 
 class TaskGate:
@@ -55,7 +78,7 @@ class TaskGate:
         return self._lock
 
     async def enter(self) -> None:
-        me = asyncio.current_task()
+        me = _holder()
         lock = self._current_lock()
         if me is not None and self._owner is me and lock.locked():
             raise InvalidInputError(

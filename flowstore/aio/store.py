@@ -8,7 +8,8 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
-from sqlalchemy import URL, text
+from alembic.util import CommandError
+from sqlalchemy import URL, Connection, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.util import greenlet_spawn
@@ -21,6 +22,7 @@ from flowstore.engine import is_memory_sqlite, normalize_url
 from flowstore.errors import (
     ConnectionFailedError,
     FlowstoreError,
+    InvalidInputError,
     mask_secrets,
     translate,
     translating,
@@ -153,17 +155,21 @@ class AsyncStore:
 
     async def upgrade(self, revision: str = "head") -> None:
         """Apply the migrations up to ``revision`` (Alembic, from the installed package)."""
-        await self._ensure_schema()
-        with translating():
-            async with self.engine.begin() as conn:
-                await conn.run_sync(schema.upgrade_on, revision)
+        await self._migrate(schema.upgrade_on, revision)
 
     async def downgrade(self, revision: str) -> None:
         """Revert the migrations down to ``revision`` (``"base"``: drop everything)."""
+        await self._migrate(schema.downgrade_on, revision)
+
+    async def _migrate(self, step: Callable[[Connection, str], None], revision: str) -> None:
+        """One Alembic command in one transaction; an unknown revision is ``InvalidInputError``."""
         await self._ensure_schema()
-        with translating():
-            async with self.engine.begin() as conn:
-                await conn.run_sync(schema.downgrade_on, revision)
+        try:
+            with translating():
+                async with self.engine.begin() as conn:
+                    await conn.run_sync(step, revision)
+        except CommandError as exc:
+            raise InvalidInputError(f"cannot migrate to {revision!r}: {exc}") from None
 
     async def current_revision(self) -> str | None:
         """The applied revision id, or ``None`` for a database never migrated."""
@@ -189,7 +195,8 @@ class AsyncStore:
     async def close(self) -> None:
         """Close every pooled connection (an in-memory database is gone afterwards; used
         again, the store starts a new, empty one)."""
-        await self.engine.dispose()
+        with translating():
+            await self.engine.dispose()
         self._schema_pending = self.is_memory
 
     async def __aenter__(self) -> Self:

@@ -25,6 +25,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
+from flowstore.aio.engine import spawn_step
 from flowstore.aio.proxy import AsyncProxy, async_proxy_class
 from flowstore.errors import FlowstoreError, InvalidInputError, translate, translating
 from flowstore.repositories import (
@@ -57,7 +58,7 @@ AsyncRepository = AsyncProxy
 async def finish_uninterrupted(step: Awaitable[R]) -> R:
     """Await ``step`` to its end even if the caller is cancelled meanwhile; then re-raise the
     cancellation. Used for clean-up that must not stop halfway (rollback, close)."""
-    task = asyncio.ensure_future(step)
+    task = spawn_step(step)
     cancelled = False
     while not task.done():
         try:
@@ -161,7 +162,7 @@ class AsyncUnitOfWork:
         try:
             if not self._shield:
                 return await step
-            task = asyncio.ensure_future(step)
+            task = spawn_step(step)
             self._in_flight = task
             return await asyncio.shield(task)
         except FlowstoreError:
