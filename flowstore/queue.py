@@ -141,15 +141,19 @@ def _claim_in_one_statement() -> Any:
         for status, due in _CLAIMABLE
     ]
     candidates = union_all(*(select(arm) for arm in arms)).subquery()
+    # Materialized, so that the locking pick runs exactly once, whatever the plan: a
+    # rescanned SKIP LOCKED subquery could pick other rows the second time.
     picked = (
         select(candidates.c.id)
         .order_by(candidates.c.priority.desc(), candidates.c.run_at, candidates.c.id)
         .limit(_LIMIT)
+        .cte("picked")
+        .prefix_with("MATERIALIZED", dialect="postgresql")
     )
     spent = _c.attempts >= _c.max_attempts
     return (
         update(_JOBS)
-        .where(_c.id.in_(picked))
+        .where(_c.id.in_(select(picked.c.id)))
         .values(
             status=case(
                 (spent, literal(JobStatus.DEAD, _STATUS)),

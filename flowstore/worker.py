@@ -3,8 +3,8 @@
 ``run_worker(store, "emails", send_email)`` runs until stopped; the handler gets the claimed
 ``Job`` (its ``payload``, ``attempts``, ...). A handler that returns acknowledges the job; one
 that raises fails it (retried with backoff until its attempts run out, then dead, with the
-traceback as its ``last_error``). While a handler runs, a heartbeat thread extends the leases
-of the jobs in hand, so long jobs are not claimed again by another worker.
+traceback as its ``last_error``). A heartbeat thread extends the leases of the jobs the worker
+holds (claimed, not yet settled), so long jobs are not claimed again by another worker.
 
 SIGTERM or SIGINT (when run on the main thread) stops claiming: the jobs in hand are finished
 and acknowledged, claimed jobs not yet started are released, then ``run_worker`` returns. A
@@ -110,7 +110,7 @@ class _Worker:
         self.fatal: FlowstoreError | None = None
         self._claimed = 0
         self._lock = threading.Lock()
-        self._in_hand: dict[Any, Job] = {}
+        self._held: dict[Any, Job] = {}
 
     def queue(self, worker_id: str) -> JobQueue:
         return JobQueue(
@@ -139,6 +139,7 @@ class _Worker:
                 self.stop.set()
                 break
             self._unreserve(want - len(jobs))
+            self._hold(jobs)
             if not jobs:
                 if self.until_empty and self._drained(queue):
                     log.info("queue %r is empty: stopping", self.queue_name)
@@ -174,22 +175,32 @@ class _Worker:
             return False
         return counts[JobStatus.QUEUED] + counts[JobStatus.RUNNING] == 0
 
-    def _process(self, queue: JobQueue, job: Job) -> None:
+    def _hold(self, jobs: Sequence[Job]) -> None:
+        """Jobs claimed and not settled yet: the heartbeat keeps their leases."""
         with self._lock:
-            self._in_hand[job.id] = job
+            for job in jobs:
+                self._held[job.id] = job
+
+    def _drop(self, job: Job) -> None:
+        with self._lock:
+            self._held.pop(job.id, None)
+
+    def _process(self, queue: JobQueue, job: Job) -> None:
+        error: str | None = None
         try:
-            try:
-                self.handler(job)
-            except Exception as exc:
-                error = "".join(traceback.format_exception(exc)).rstrip()
-                log.warning("job %s failed (attempt %d): %r", job.id, job.attempts, exc)
-                self._settle(job, lambda: queue.fail(job, error), "fail")
-            else:
-                self._settle(job, lambda: queue.acknowledge(job), "acknowledge")
+            self.handler(job)
+        except Exception as exc:
+            error = "".join(traceback.format_exception(exc)).rstrip()
+            log.warning("job %s failed (attempt %d): %r", job.id, job.attempts, exc)
         finally:
+            self._drop(job)  # settled next: no more heartbeats
             with self._lock:
-                self._in_hand.pop(job.id, None)
                 self.processed += 1
+        if error is None:
+            self._settle(job, lambda: queue.acknowledge(job), "acknowledge")
+        else:
+            failure = error
+            self._settle(job, lambda: queue.fail(job, failure), "fail")
 
     def _settle(self, job: Job, settle: Callable[[], Any], verb: str) -> None:
         """Acknowledge or fail ``job``, riding out a short database outage."""
@@ -209,9 +220,13 @@ class _Worker:
                     return
                 log.warning("could not %s job %s, retrying: %s", verb, job.id, exc)
                 threading.Event().wait(min(0.2 * 2**attempt, 5.0))
+            except FlowstoreError as exc:
+                log.error("could not %s job %s (it will run again): %s", verb, job.id, exc)
+                return
 
     def _release(self, queue: JobQueue, jobs: Sequence[Job]) -> None:
         for job in jobs:
+            self._drop(job)
             try:
                 queue.release(job)
             except FlowstoreError as exc:  # it comes back when its lease runs out
@@ -220,19 +235,20 @@ class _Worker:
     # -- the heartbeat thread --------------------------------------------------------------
 
     def heartbeat(self, done: threading.Event) -> None:
-        """Extend the leases of the jobs in hand every third of a lease, until ``done``."""
+        """Extend the leases of the jobs held every third of a lease, until ``done``."""
         queue = self.queue(f"{default_worker_id()}/heartbeat"[:255])
         interval = max(self.lease_seconds / 3, 0.05)
         while not done.wait(interval):
             with self._lock:
-                jobs = list(self._in_hand.values())
+                jobs = list(self._held.values())
             for job in jobs:
                 try:
                     queue.heartbeat(job)
                 except ConcurrencyError as exc:
-                    log.error("lost the lease of job %s while running it: %s", job.id, exc)
                     with self._lock:
-                        self._in_hand.pop(job.id, None)
+                        held = self._held.pop(job.id, None) is not None
+                    if held:  # not settled meanwhile: another worker has it now
+                        log.error("lost the lease of job %s while holding it: %s", job.id, exc)
                 except FlowstoreError as exc:
                     log.warning("heartbeat of job %s failed: %s", job.id, exc)
 
