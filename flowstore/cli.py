@@ -565,6 +565,13 @@ def _fail(message: str, args: argparse.Namespace | None) -> int:
     return EXIT_FAILURE
 
 
+def _with_revision_hint(message: str) -> str:
+    """Point an unknown-revision message at the list of revisions."""
+    if "locate revision" in message:  # Alembic's words, kept by any translation of its error
+        return f"{message} (`flowstore db history` lists this version's revisions)"
+    return message
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 on success)."""
     parser = build_parser()
@@ -584,12 +591,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CommandFailed as exc:
         return _fail(str(exc), args)
     except FlowstoreError as exc:
-        return _fail(str(exc) or type(exc).__name__, args)
+        return _fail(_with_revision_hint(str(exc) or type(exc).__name__), args)
     except (CommandError, RevisionError) as exc:
-        hint = ""
-        if "locate revision" in str(exc) or isinstance(exc, RevisionError):
-            hint = " (`flowstore db history` lists this version's revisions)"
-        return _fail(f"migration failed: {exc}{hint}", args)
+        return _fail(_with_revision_hint(f"migration failed: {exc}"), args)
     except ValidationError as exc:
         problems = "; ".join(
             f"FLOWSTORE_{'_'.join(str(p) for p in error['loc']).upper()}: {error['msg']}"
