@@ -6,8 +6,10 @@ uses the top-level ``migrations/`` directory. Both are the same files.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -26,6 +28,7 @@ __all__ = [
     "downgrade",
     "downgrade_on",
     "head_revision",
+    "include_object_for",
     "script_location",
     "table_options",
     "upgrade",
@@ -133,3 +136,20 @@ def create_schema_on(connection: Connection) -> None:
     Base.metadata.create_all(connection)
     scripts = ScriptDirectory.from_config(alembic_config())
     MigrationContext.configure(connection).stamp(scripts, "head")
+
+
+def include_object_for(dialect_name: str) -> Callable[..., bool]:
+    """An autogenerate ``include_object`` filter for ``dialect_name``: it leaves out model
+    objects created only on other databases (``Index(...).ddl_if(dialect=...)``), so comparing
+    models and database stays clean on every backend."""
+
+    def include_object(
+        obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+    ) -> bool:
+        condition = getattr(obj, "_ddl_if", None)
+        wanted = getattr(condition, "dialect", None)
+        if reflected or wanted is None:
+            return True
+        return dialect_name in ((wanted,) if isinstance(wanted, str) else tuple(wanted))
+
+    return include_object

@@ -281,7 +281,7 @@ def check_entity(entity: Any) -> None:
         if isinstance(column.type, JSON):
             _check_json(key, value)
             continue
-        coerced = coerce_value(getattr(model, key), key, value)
+        coerced = coerce_value(column, key, value)  # the Column: its .type is a plain attribute
         if (
             isinstance(coerced, int)
             and isinstance(column.type, Integer)

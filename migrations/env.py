@@ -15,6 +15,7 @@ from sqlalchemy import Connection, Engine
 from flowstore.config import Settings
 from flowstore.engine import build_engine
 from flowstore.models import Base
+from flowstore.schema import include_object_for
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
@@ -30,6 +31,7 @@ def _configure(connection: Connection) -> None:
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
         compare_server_default=True,
+        include_object=include_object_for(connection.dialect.name),
         transaction_per_migration=False,
     )
 

@@ -34,7 +34,7 @@ from flowstore.config import Settings
 from flowstore.engine import build_engine
 from flowstore.models import Base
 from flowstore.schema import alembic_config as flowstore_alembic_config
-from flowstore.schema import head_revision
+from flowstore.schema import head_revision, include_object_for
 from tests.backends import SERVER_BACKENDS
 from tests.conftest import BACKENDS, server_database
 
@@ -201,7 +201,12 @@ def _model_diffs(store: Store) -> list[Any]:
     """What autogenerate would change to make the database match the models (empty: in sync)."""
     with store.engine.connect() as conn:
         context = MigrationContext.configure(
-            conn, opts={"compare_type": True, "compare_server_default": True}
+            conn,
+            opts={
+                "compare_type": True,
+                "compare_server_default": True,
+                "include_object": include_object_for(conn.dialect.name),
+            },
         )
         return list(compare_metadata(context, Base.metadata))
 

@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import builtins
 from datetime import datetime
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from sqlalchemy import Connection, event, select
+from sqlalchemy import Connection, Engine, event, select
 from sqlalchemy.orm import Mapper, ORMExecuteState, Session, object_session
 
 from flowstore.errors import InvalidInputError
 from flowstore.models import AuditLog
 from flowstore.repositories.base import Repository, check_page, translated
+from flowstore.repositories.pagination import Page, after_clause, encode_cursor
 from flowstore.spec import coerce_value
+
+if TYPE_CHECKING:
+    from flowstore.audit_writer import AuditWriter
 
 DEFAULT_QUERY_LIMIT = 100
 
@@ -64,10 +68,13 @@ class AuditLogRepository(Repository[AuditLog]):
         request_id: str | None = None,
         limit: int = DEFAULT_QUERY_LIMIT,
         offset: int = 0,
+        after: str | None = None,
     ) -> builtins.list[AuditLog]:
         """An organization's entries, newest first, at most ``limit`` of them.
 
         ``since`` is inclusive and ``until`` exclusive; the other arguments narrow by equality.
+        ``after`` (a cursor from ``query_page()`` or ``cursor_for()``) continues just after
+        (older than) that entry: keyset pagination, as fast deep down as at the start.
         """
         filters: dict[str, Any] = {"org_id": org_id}
         for name, value in (
@@ -85,6 +92,10 @@ class AuditLogRepository(Repository[AuditLog]):
             criteria.append(AuditLog.created_at >= coerce_value(AuditLog.created_at, "since", since))
         if until is not None:
             criteria.append(AuditLog.created_at < coerce_value(AuditLog.created_at, "until", until))
+        if after is not None:
+            if offset:
+                raise InvalidInputError("use either after or offset, not both")
+            criteria.append(after_clause(AuditLog, after, descending=True))
         stmt = (
             select(AuditLog)
             .where(*criteria)
@@ -93,6 +104,41 @@ class AuditLogRepository(Repository[AuditLog]):
             .offset(check_page("offset", offset) or None)
         )
         return builtins.list(self.session.scalars(stmt).all())
+
+    @translated
+    def query_page(
+        self,
+        org_id: Any,
+        *,
+        limit: int = DEFAULT_QUERY_LIMIT,
+        after: str | None = None,
+        **narrow: Any,
+    ) -> Page[AuditLog]:
+        """``query()`` one page at a time: up to ``limit`` entries, newest first, after the
+        cursor ``after``, and the next page's cursor (``None`` on the last page); one query.
+        ``narrow`` takes ``query()``'s other keywords (application_id, since, ...)."""
+        size = check_page("limit", limit)
+        if not size:
+            raise InvalidInputError("limit must be at least 1")
+        if "offset" in narrow:
+            raise InvalidInputError("query_page pages with cursors, not offset")
+        items = self.query(org_id, limit=size + 1, after=after, **narrow)
+        more = len(items) > size
+        del items[size:]
+        return Page(items, encode_cursor(items[-1]) if more else None)
+
+    def writer(self, **options: Any) -> AuditWriter:
+        """A background writer of audit entries to this repository's database: ``write()``
+        returns at once and a thread stores entries in batches (see ``flowstore.audit_writer``
+        for ``options``). Make one per process and keep it; its entries are committed by the
+        writer, not by this unit of work. A tenant-scoped repository's writer writes only its
+        organization's entries."""
+        from flowstore.audit_writer import AuditWriter
+
+        bind = self.session.get_bind()
+        engine = bind if isinstance(bind, Engine) else bind.engine
+        options.setdefault("org_id", self.context.org_id)
+        return AuditWriter(engine, **options)
 
     def update(self, entity: AuditLog) -> NoReturn:
         """Refused: the audit log is append-only."""

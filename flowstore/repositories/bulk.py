@@ -1,0 +1,224 @@
+"""The fast path of ``Repository.add_many``: one executemany INSERT for the whole batch.
+
+An ORM flush spends most of its time on per-object bookkeeping (and, without client-side
+primary keys, on RETURNING round trips). For a batch of new objects of one plain model, this
+module does what the flush would, in bulk: it fills the column defaults in Python (ids,
+timestamps, ``lock_version``), sends one Core ``INSERT`` executemany (which the driver batches:
+insertmanyvalues on PostgreSQL, multi-row INSERT on MySQL), and then registers the objects as
+persistent exactly as a flush does, so they sit in the identity map, update and delete with
+their version checks, and go back to transient if the transaction is rolled back.
+
+Models or batches it cannot handle faithfully (relationships, inheritance, server-side
+defaults, SQL expressions as values, flush or insert event listeners, objects that are not
+new) are left to the ordinary flush: :func:`insert_many` returns ``False`` before doing
+anything.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Table, insert
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.orm import Mapper, Session
+from sqlalchemy.orm.attributes import instance_state
+from sqlalchemy.sql import ClauseElement
+
+__all__ = ["insert_many"]
+
+
+@dataclass(frozen=True)
+class _BulkPlan:
+    """How the mapped columns of one model get their INSERT values."""
+
+    table: Table
+    binds: dict[str, str]  # attribute -> bind key (every mapped column but the version counter)
+    defaults: dict[str, Callable[[], Any] | None]  # attribute -> its default (None: NULL)
+    none_is_unset: frozenset[str]  # a None here means "not set": the default applies
+    bits: dict[str, int]  # attribute -> its bit in the "filled in" masks
+    version_attribute: str | None
+    version_bind_key: str | None
+    version_generator: Callable[[Any], Any] | None
+
+
+def _column_default(column: Any) -> tuple[bool, Callable[[], Any] | None]:
+    """``(usable, default)``: whether the column's default can be computed here, and how."""
+    if column.server_default is not None or column.computed is not None:
+        return False, None
+    if column.identity is not None:
+        return False, None
+    default = column.default
+    if default is None:
+        return True, None
+    if getattr(default, "is_scalar", False):
+        value = default.arg
+        return True, lambda: value
+    if getattr(default, "is_callable", False):
+        # SQLAlchemy wraps a default that takes no execution context (and marks the wrapper
+        # with __wrapped__); one that reads the context cannot be computed outside a statement.
+        wrapped = default.arg
+        if getattr(wrapped, "__wrapped__", None) is None:
+            return False, None
+        return True, lambda: wrapped(None)
+    return False, None  # a SQL expression or a sequence: only the database knows the value
+
+
+@functools.cache
+def _plan(model: type[Any]) -> _BulkPlan | None:
+    """The bulk plan for ``model``, or ``None`` when its mapping needs the ordinary flush."""
+    mapper: Mapper[Any] = sa_inspect(model)
+    table = mapper.local_table
+    if (
+        not isinstance(table, Table)
+        or mapper.inherits is not None
+        or mapper.polymorphic_on is not None
+        or mapper.relationships
+        or mapper.persist_selectable is not table
+    ):
+        return None
+    version_col = mapper.version_id_col
+    binds: dict[str, str] = {}
+    defaults: dict[str, Callable[[], Any] | None] = {}
+    none_is_unset = set()
+    for prop in mapper.column_attrs:
+        if len(prop.columns) != 1 or prop.columns[0].table is not table:
+            return None
+        column = prop.columns[0]
+        if column is version_col:
+            continue
+        usable, default = _column_default(column)
+        if not usable:
+            return None
+        binds[prop.key] = column.key
+        defaults[prop.key] = default
+        if default is not None and not column.type.should_evaluate_none:
+            none_is_unset.add(prop.key)
+    bits = {attribute: 1 << n for n, attribute in enumerate(binds)}
+    if version_col is None:
+        return _BulkPlan(table, binds, defaults, frozenset(none_is_unset), bits, None, None, None)
+    generator = mapper.version_id_generator
+    if not callable(generator):
+        return None  # a server-side version counter needs RETURNING
+    version_attribute = mapper.get_property_by_column(version_col).key
+    return _BulkPlan(
+        table,
+        binds,
+        defaults,
+        frozenset(none_is_unset),
+        bits,
+        version_attribute,
+        version_col.key,
+        generator,
+    )
+
+
+def _events_in_the_way(session: Session, mapper: Mapper[Any]) -> bool:
+    """Whether listeners expect a flush (they would not run on the bulk path)."""
+    events = session.dispatch
+    mapper_events = mapper.dispatch
+    return bool(
+        events.before_flush
+        or events.after_flush
+        or events.after_flush_postexec
+        or mapper_events.before_insert
+        or mapper_events.after_insert
+    )
+
+
+#: Value types known not to be SQL expressions (grows as values are seen).
+_PLAIN_TYPES: set[type[Any]] = {str, int, float, bool, type(None), dict, list}
+
+
+def _has_expression(values: Iterable[Any]) -> bool:
+    """Whether one of ``values`` is an SQL expression (the database would compute it)."""
+    for value in values:
+        kind = type(value)
+        if kind in _PLAIN_TYPES:
+            continue
+        if issubclass(kind, ClauseElement) or hasattr(kind, "__clause_element__"):
+            return True
+        _PLAIN_TYPES.add(kind)
+    return False
+
+
+def _fill(plan: _BulkPlan, states: list[Any]) -> tuple[list[dict[str, Any]], list[int]] | None:
+    """The INSERT parameters of ``states``, with the missing values filled in on the objects
+    too (as a flush does); ``None`` (and the objects untouched) when one needs the flush.
+
+    Which values were filled is kept as one bit per column, so that they can be taken out
+    again (:func:`_take_back`) without a container per object for the collector to scan.
+    """
+    binds, defaults, bits = plan.binds, plan.defaults, plan.bits
+    attributes = binds.keys()
+    none_is_unset = plan.none_is_unset
+    version_key = plan.version_bind_key
+    version = plan.version_generator(None) if plan.version_generator is not None else None
+    rows: list[dict[str, Any]] = []
+    filled: list[int] = []
+    for state in states:
+        values = state.dict
+        row = {binds[name]: value for name, value in values.items() if name in binds}
+        given = row.values()
+        if not _PLAIN_TYPES.issuperset(map(type, given)) and _has_expression(given):
+            _take_back(plan, states, filled)
+            return None
+        missing = attributes - values.keys()
+        if None in given:
+            missing |= {name for name in none_is_unset if values.get(name, 0) is None}
+        mask = 0
+        for name in missing:
+            default = defaults[name]
+            row[binds[name]] = values[name] = default() if default is not None else None
+            mask |= bits[name]
+        if version_key is not None:
+            row[version_key] = version
+        rows.append(row)
+        filled.append(mask)
+    return rows, filled
+
+
+def _take_back(plan: _BulkPlan, states: list[Any], filled: list[int]) -> None:
+    """Remove the values :func:`_fill` put on the objects: they are as they were given."""
+    for state, mask in zip(states, filled, strict=False):
+        if mask:
+            for name, bit in plan.bits.items():
+                if mask & bit:
+                    state.dict.pop(name, None)
+
+
+def insert_many(session: Session, model: type[Any], entities: Sequence[Any]) -> bool:
+    """Insert ``entities`` (new ``model`` objects) in one executemany inside a SAVEPOINT and
+    make them persistent in ``session``; ``False`` (nothing done) when the ordinary flush must
+    do it. A database error rolls the SAVEPOINT back and leaves the objects untouched."""
+    plan = _plan(model)  # type: ignore[arg-type]
+    save = getattr(session, "_save_impl", None)
+    register = getattr(session, "_register_persistent", None)
+    if plan is None or save is None or register is None:
+        return False
+    if _events_in_the_way(session, sa_inspect(model)):
+        return False
+    states = list({id(entity): instance_state(entity) for entity in entities}.values())
+    if any(state.key is not None or state.session_id is not None for state in states):
+        return False  # not new: the flush knows what to do with it
+    prepared = _fill(plan, states)
+    if prepared is None:
+        return False
+    rows, filled = prepared
+    try:
+        session.flush()  # earlier pending work goes first, as before any SAVEPOINT
+        connection = session.connection()
+        with connection.begin_nested():  # a bare SAVEPOINT: the ORM keeps no snapshot here
+            connection.execute(insert(plan.table), rows)
+    except BaseException:
+        _take_back(plan, states, filled)
+        raise
+    if plan.version_attribute is not None and plan.version_bind_key is not None:
+        for state, row in zip(states, rows, strict=True):
+            state.dict[plan.version_attribute] = row[plan.version_bind_key]
+    for state in states:
+        save(state)
+    register(set(states))  # as a flush does: identity map, and expunged again on rollback
+    return True

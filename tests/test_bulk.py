@@ -1,0 +1,205 @@
+"""``add_many``'s bulk path: one batched INSERT, and objects that behave as flushed ones do.
+
+Every test runs on every backend: the objects must be persistent in the session afterwards
+(ids, timestamps, ``lock_version`` set; in the identity map), update and delete with their
+version checks, go back to transient on rollback, and a failed batch writes nothing and leaves
+the objects as they were given.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import event, inspect, select
+
+from flowstore import Store
+from flowstore.errors import AlreadyExistsError, ConcurrencyError, NotFoundError
+from flowstore.models import (
+    Deployment,
+    DeploymentStatus,
+    Organization,
+    Request,
+    RequestStatus,
+    Template,
+)
+from flowstore.repositories.bulk import insert_many
+
+
+def deployments(n: int, prefix: str = "svc") -> list[Deployment]:
+    return [Deployment(name=f"{prefix}-{i}", version="1.0.0", config={"i": i}) for i in range(n)]
+
+
+@contextmanager
+def statements(store: Store) -> Iterator[list[str]]:
+    """The SQL statements sent inside the block (executemany counts once per call)."""
+    sent: list[str] = []
+
+    def record(conn: object, cursor: object, statement: str, *_: object) -> None:
+        sent.append(statement.strip().split()[0].upper())
+
+    event.listen(store.engine, "before_cursor_execute", record)
+    try:
+        yield sent
+    finally:
+        event.remove(store.engine, "before_cursor_execute", record)
+
+
+def test_add_many_takes_the_bulk_path_and_fills_what_a_flush_fills(store: Store) -> None:
+    items = deployments(50)
+    with store.unit_of_work() as uow, statements(store) as sent:
+        returned = uow.deployments.add_many(items)
+        assert returned == items
+        assert sent.count("INSERT") == 1  # one executemany, not one statement per object
+        for item in items:
+            state = inspect(item)
+            assert state.persistent and not state.modified
+            assert item.id.version == 7
+            assert (
+                item.created_at.tzinfo is not None
+                and item.created_at.utcoffset() == UTC.utcoffset(None)
+            )
+            assert item.lock_version == 1
+            assert item.status is DeploymentStatus.PENDING  # the column default
+        sent.clear()
+        assert uow.session.get(Deployment, items[7].id) is items[7]  # from the identity map
+        assert sent == []
+    with store.unit_of_work() as uow:
+        stored = {d.id: d for d in uow.deployments.list()}
+        assert set(stored) == {item.id for item in items}
+        assert stored[items[3].id].config == {"i": 3}
+        assert stored[items[3].id].created_at == items[3].created_at
+
+
+def test_given_values_are_kept(store: Store) -> None:
+    ident = uuid.uuid4()
+    when = datetime(2024, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    item = Deployment(
+        id=ident, name="given", version="2", status=DeploymentStatus.RUNNING, created_at=when
+    )
+    with store.unit_of_work() as uow:
+        uow.deployments.add_many([item])
+    with store.unit_of_work() as uow:
+        stored = uow.deployments.get(ident)
+        assert stored.created_at == when
+        assert stored.status is DeploymentStatus.RUNNING
+
+
+def test_objects_update_and_delete_afterwards_with_version_checks(store: Store) -> None:
+    items = deployments(3)
+    with store.unit_of_work() as uow:
+        uow.deployments.add_many(items)
+        items[0].version = "1.0.1"
+        uow.deployments.update(items[0])
+        assert items[0].lock_version == 2
+        uow.deployments.delete(items[1].id)
+    with store.unit_of_work() as uow:
+        assert uow.deployments.get(items[0].id).version == "1.0.1"
+        assert uow.deployments.get_or_none(items[1].id) is None
+    with store.unit_of_work() as uow:
+        fresh = deployments(1, "race")
+        uow.deployments.add_many(fresh)
+        uow.commit()
+        with store.unit_of_work() as other:
+            other.deployments.get(fresh[0].id).version = "other"
+        fresh[0].version = "mine"
+        with pytest.raises(ConcurrencyError):
+            uow.deployments.update(fresh[0])
+        uow.rollback()
+
+
+def test_a_duplicate_writes_nothing_and_leaves_the_objects_as_given(store: Store) -> None:
+    with store.unit_of_work() as uow:
+        uow.organizations.add(Organization(name="Taken", slug="taken"))
+    batch = [Organization(name=f"o{i}", slug=f"o-{i}") for i in range(5)]
+    batch.append(Organization(name="again", slug="taken"))
+    with store.unit_of_work() as uow:
+        with pytest.raises(AlreadyExistsError):
+            uow.organizations.add_many(batch)
+        for org in batch:
+            assert inspect(org).transient
+            assert org.id is None and org.created_at is None and org.lock_version is None
+        assert uow.organizations.count() == 1  # the unit of work is still usable
+        uow.organizations.add_many(batch[:5])  # and the same objects can go in now
+    with store.unit_of_work() as uow:
+        assert uow.organizations.count() == 6
+
+
+def test_a_duplicate_inside_the_batch_writes_nothing(store: Store) -> None:
+    batch = [Organization(name="a", slug="same"), Organization(name="b", slug="same")]
+    with store.unit_of_work() as uow, pytest.raises(AlreadyExistsError):
+        uow.organizations.add_many(batch)
+    with store.unit_of_work() as uow:
+        assert uow.organizations.count() == 0
+
+
+def test_rolled_back_objects_go_back_to_transient(store: Store) -> None:
+    kept, dropped = deployments(2, "kept"), deployments(2, "dropped")
+    with store.unit_of_work() as uow:
+        uow.deployments.add_many(kept)
+        with pytest.raises(RuntimeError), uow.savepoint():
+            uow.deployments.add_many(dropped)
+            raise RuntimeError("undo")
+        assert all(inspect(d).transient for d in dropped)
+        assert uow.deployments.get_or_none(dropped[0].id) is None
+        assert inspect(kept[0]).persistent
+    with store.unit_of_work() as uow:
+        assert {d.name for d in uow.deployments.list()} == {"kept-0", "kept-1"}
+        uow.deployments.add_many(deployments(2, "gone"))
+        uow.rollback()
+        assert uow.deployments.count() == 2
+    with store.unit_of_work() as uow, pytest.raises(NotFoundError):
+        uow.deployments.get(dropped[0].id)
+
+
+def test_the_same_object_twice_is_inserted_once(store: Store) -> None:
+    item = deployments(1)[0]
+    with store.unit_of_work() as uow:
+        assert uow.deployments.add_many([item, item]) == [item, item]
+    with store.unit_of_work() as uow:
+        assert uow.deployments.count() == 1
+
+
+def test_pending_work_is_flushed_before_the_batch(store: Store) -> None:
+    with store.unit_of_work() as uow:
+        template = Template(name="t", provider_type="aws", max_number=2, attributes={})
+        uow.session.add(template)  # pending: not flushed yet
+        template.id = uuid.uuid4()
+        batch = [Request(template_id=template.id, machine_count=1) for _ in range(3)]
+        uow.requests.add_many(batch)
+        assert all(r.status is RequestStatus.PENDING for r in batch)
+    with store.unit_of_work() as uow:
+        assert len(uow.requests.list(template_id=template.id)) == 3
+
+
+def test_insert_listeners_keep_the_ordinary_flush(store: Store) -> None:
+    seen: list[str] = []
+
+    def listener(mapper: object, connection: object, target: Deployment) -> None:
+        seen.append(target.name)
+
+    event.listen(Deployment, "before_insert", listener)
+    try:
+        with store.unit_of_work() as uow:
+            assert not insert_many(uow.session, Deployment, deployments(1, "probe"))
+            items = deployments(2, "heard")
+            uow.deployments.add_many(items)
+            assert all(inspect(d).persistent for d in items)
+    finally:
+        event.remove(Deployment, "before_insert", listener)
+    assert seen == ["heard-0", "heard-1"]
+
+
+def test_objects_already_in_the_session_keep_the_ordinary_flush(store: Store) -> None:
+    with store.unit_of_work() as uow:
+        first = deployments(1, "first")
+        uow.deployments.add_many(first)
+        mixed = [first[0], *deployments(2, "more")]
+        assert not insert_many(uow.session, Deployment, mixed)
+        uow.deployments.add_many(mixed)
+    with store.unit_of_work() as uow:
+        names = uow.session.scalars(select(Deployment.name).order_by(Deployment.name)).all()
+        assert names == ["first-0", "more-0", "more-1"]

@@ -1,0 +1,243 @@
+"""Every domain query is answered from an index on PostgreSQL, with 100,000 rows per table.
+
+The repositories' own statements are captured as they run, then EXPLAINed (with their
+parameters) on the same data; a plan that reads the whole table (``Seq Scan``) fails the test.
+This checks plan shape, never time. The data is made by ``generate_series`` in one statement
+per table, then ``VACUUM ANALYZE``: what a planner sees in production, not on an empty table.
+
+Aggregates over a whole table (``DeploymentRepository.stats``) read every row by nature; they
+may scan an index instead of the table, not more.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import event, text
+
+from flowstore import Store
+from flowstore.models import DeploymentStatus, MachineStatus, RequestStatus
+from flowstore.uow import UnitOfWork
+from tests.conftest import BACKENDS, server_database
+
+pytestmark = pytest.mark.skipif(
+    "postgresql" not in BACKENDS, reason="query plans are checked on PostgreSQL"
+)
+
+ROWS = 100_000
+ORGS = 1_000
+NOW = datetime.now(UTC)  # the loader dates row i ``i`` seconds before the database's now()
+
+
+def key(kind: str, n: int) -> uuid.UUID:
+    """The deterministic id the loader gives row ``n`` of ``kind`` (md5 of ``kind || n``)."""
+    return uuid.UUID(hashlib.md5(f"{kind}{n}".encode()).hexdigest())
+
+
+def _id(kind: str, expr: str = "i") -> str:
+    return f"md5('{kind}' || ({expr}))::uuid"
+
+
+_ENTITY = "now() - (i || ' seconds')::interval, now() - (i || ' seconds')::interval, 1"
+_ENTITY_COLUMNS = "created_at, updated_at, lock_version"
+
+# One INSERT ... SELECT per table; statuses are skewed as in production (few rows are pending
+# or failed, most have finished), so that looking for the rare ones is what an index is for.
+LOAD = [
+    f"""INSERT INTO organizations (id, name, slug, {_ENTITY_COLUMNS})
+        SELECT {_id("org")}, 'org ' || i, 'org-' || i, {_ENTITY}
+        FROM generate_series(1, {ORGS}) i""",
+    f"""INSERT INTO applications (id, org_id, name, api_key_hash, {_ENTITY_COLUMNS})
+        SELECT {_id("app")}, {_id("org", f"i % {ORGS} + 1")}, 'app ' || i,
+               encode(sha256(('key' || i)::bytea), 'hex'), {_ENTITY}
+        FROM generate_series(1, {ROWS}) i""",
+    f"""INSERT INTO users (id, org_id, email, external_id, {_ENTITY_COLUMNS})
+        SELECT {_id("user")}, {_id("org", f"i % {ORGS} + 1")}, 'u' || i || '@example.com',
+               'ext-' || i, {_ENTITY}
+        FROM generate_series(1, {ROWS}) i""",
+    f"""INSERT INTO policies (id, org_id, application_id, user_id, policy_type, config,
+                              priority, enabled, {_ENTITY_COLUMNS})
+        SELECT {_id("policy")}, {_id("org", f"i % {ORGS} + 1")},
+               CASE WHEN i % 3 = 1 THEN {_id("app")} END,
+               CASE WHEN i % 3 = 2 THEN {_id("user")} END,
+               (ARRAY['rate_limit', 'budget', 'model_access'])[i % 3 + 1], '{{}}'::jsonb,
+               i % 10, i % 5 <> 0, {_ENTITY}
+        FROM generate_series(1, {ROWS}) i""",
+    f"""INSERT INTO deployments (id, name, version, status, config, {_ENTITY_COLUMNS})
+        SELECT {_id("dep")}, 'svc-' || i, '1.' || (i % 40), CASE
+                 WHEN i % 100 = 0 THEN 'failed' WHEN i % 100 = 1 THEN 'pending'
+                 WHEN i % 100 = 2 THEN 'deploying' WHEN i % 3 = 0 THEN 'stopped'
+                 ELSE 'running' END, '{{}}'::jsonb, {_ENTITY}
+        FROM generate_series(1, {ROWS}) i""",
+    f"""INSERT INTO deployment_nodes (deployment_id, node_id, assigned_at)
+        SELECT {_id("dep")}, 'node-' || (i % 5000), now()
+        FROM generate_series(1, {ROWS}) i""",
+    f"""INSERT INTO templates (id, name, provider_type, max_number, attributes, {_ENTITY_COLUMNS})
+        SELECT {_id("tpl")}, 'tpl ' || i, 'provider-' || (i % 1000), 10,
+               jsonb_build_object('zone', 'z-' || (i % 2000), 'gpu', i % 7 = 0), {_ENTITY}
+        FROM generate_series(1, {ROWS}) i""",
+    f"""INSERT INTO requests (id, template_id, machine_count, status, {_ENTITY_COLUMNS})
+        SELECT {_id("req")}, {_id("tpl")}, 1, CASE
+                 WHEN i % 100 = 0 THEN 'pending' WHEN i % 100 = 1 THEN 'in_progress'
+                 WHEN i % 100 = 2 THEN 'failed' ELSE 'completed' END, {_ENTITY}
+        FROM generate_series(1, {ROWS}) i""",
+    f"""INSERT INTO machines (id, request_id, instance_id, status, {_ENTITY_COLUMNS})
+        SELECT {_id("machine")}, {_id("req")}, 'i-' || i, CASE
+                 WHEN i % 100 = 0 THEN 'pending' WHEN i % 100 = 1 THEN 'failed'
+                 WHEN i % 2 = 0 THEN 'terminated' ELSE 'running' END, {_ENTITY}
+        FROM generate_series(1, {ROWS}) i""",
+    f"""INSERT INTO audit_logs (id, org_id, action, resource_type, resource_id, application_id,
+                                user_id, request_id, details, {_ENTITY_COLUMNS})
+        SELECT {_id("audit")}, {_id("org", f"i % {ORGS} + 1")},
+               (ARRAY['create', 'update', 'delete', 'rotate'])[i % 4 + 1], 'deployment',
+               'dep-' || i, {_id("app", f"i % {ROWS} + 1")}, {_id("user", f"i % {ROWS} + 1")},
+               'req-' || i, '{{}}'::jsonb, {_ENTITY}
+        FROM generate_series(1, {ROWS}) i""",
+    f"""INSERT INTO inference_requests (id, org_id, application_id, user_id, model, status,
+                                        prompt_tokens, completion_tokens, cost, latency_ms,
+                                        {_ENTITY_COLUMNS})
+        SELECT {_id("inf")}, {_id("org", f"i % {ORGS} + 1")}, {_id("app", f"i % {ROWS} + 1")},
+               NULL, 'model-' || (i % 5), 'success', 100, 50, 0.001, 200, {_ENTITY}
+        FROM generate_series(1, {ROWS}) i""",
+]
+
+
+@pytest.fixture(scope="module")
+def big_store(request: pytest.FixtureRequest) -> Iterator[Store]:
+    """A migrated PostgreSQL database with the tables above loaded and analyzed."""
+    database = server_database(request, "postgresql", "plans")
+    store = Store(database.url)
+    store.upgrade()
+    with store.engine.begin() as conn:
+        for statement in LOAD:
+            conn.execute(text(statement))
+    with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("VACUUM ANALYZE"))
+    yield store
+    store.close()
+
+
+class Captured:
+    """The statements (with parameters) a block of repository calls sends."""
+
+    def __init__(self) -> None:
+        self.statements: list[tuple[str, Any]] = []
+
+    def __call__(self, conn: Any, cursor: Any, statement: str, params: Any, *_: Any) -> None:
+        if statement.lstrip().upper().startswith(("SELECT", "UPDATE", "DELETE")):
+            self.statements.append((statement, params))
+
+
+def plans_of(store: Store, work: Callable[[UnitOfWork], object]) -> list[tuple[str, Any]]:
+    """Run ``work`` (rolled back) and return each statement it sent with its JSON plan."""
+    captured = Captured()
+    event.listen(store.engine, "before_cursor_execute", captured)
+    try:
+        with store.unit_of_work() as uow:
+            work(uow)
+            uow.rollback()
+    finally:
+        event.remove(store.engine, "before_cursor_execute", captured)
+    assert captured.statements, "the call sent no statement"
+    plans = []
+    with store.engine.connect() as conn:
+        for statement, params in captured.statements:
+            row = conn.exec_driver_sql("EXPLAIN (FORMAT JSON) " + statement, params).scalar_one()
+            plan = row if isinstance(row, list) else json.loads(row)
+            plans.append((statement, plan[0]["Plan"]))
+        conn.rollback()
+    return plans
+
+
+def nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from nodes(child)
+
+
+def assert_indexed(store: Store, work: Callable[[UnitOfWork], object]) -> None:
+    for statement, plan in plans_of(store, work):
+        scans = [n for n in nodes(plan) if n["Node Type"] == "Seq Scan"]
+        assert not scans, (
+            f"{[n['Relation Name'] for n in scans]} read whole:\n{statement}\n"
+            f"{json.dumps(plan, indent=1)[:3000]}"
+        )
+        used = [n for n in nodes(plan) if "Index" in n["Node Type"]]
+        assert used, f"no index used:\n{statement}\n{json.dumps(plan, indent=1)[:3000]}"
+
+
+ORG = key("org", 7)
+SINCE, UNTIL = NOW - timedelta(hours=3), NOW - timedelta(hours=1)
+
+QUERIES: dict[str, Callable[[UnitOfWork], object]] = {
+    "get": lambda uow: uow.deployments.get_or_none(key("dep", 5)),
+    "exists": lambda uow: uow.machines.exists(key("machine", 5)),
+    "count by status": lambda uow: uow.deployments.count(status=DeploymentStatus.FAILED),
+    "Deployment.list_by_status": lambda uow: uow.deployments.list_by_status(
+        DeploymentStatus.FAILED
+    ),
+    "Deployment.list_by_status, keyset page": lambda uow: uow.deployments.page(
+        status=DeploymentStatus.PENDING,
+        limit=20,
+        after=uow.deployments.page(status=DeploymentStatus.PENDING, limit=20).next_cursor,
+    ),
+    "Deployment.stats": lambda uow: uow.deployments.stats(),
+    "Deployment.set_node_id": lambda uow: uow.deployments.set_node_id(key("dep", 9), "node-x"),
+    "Deployment.get_node_id": lambda uow: uow.deployments.get_node_id(key("dep", 9)),
+    "Deployment.delete_node_id": lambda uow: uow.deployments.delete_node_id(key("dep", 9)),
+    "Deployment.get_deployments_by_node_id": lambda uow: uow.deployments.get_deployments_by_node_id(
+        "node-17"
+    ),
+    "Template.get_by_provider_type": lambda uow: uow.templates.get_by_provider_type("provider-3"),
+    "Template.find_by_attributes": lambda uow: uow.templates.find_by_attributes(
+        {"zone": "z-11", "gpu": True}
+    ),
+    "Request.get_by_status": lambda uow: uow.requests.get_by_status(RequestStatus.PENDING),
+    "Request.get_active_requests": lambda uow: uow.requests.get_active_requests(),
+    "Request.update_status": lambda uow: uow.requests.update_status(
+        key("req", 3), RequestStatus.FAILED
+    ),
+    "Machine.get_by_request_id": lambda uow: uow.machines.get_by_request_id(key("req", 4)),
+    "Machine.get_by_status": lambda uow: uow.machines.get_by_status(MachineStatus.FAILED),
+    "Machine.get_by_instance_ids": lambda uow: uow.machines.get_by_instance_ids(
+        ["i-5", "i-6", "i-nope"]
+    ),
+    "Machine.update_status": lambda uow: uow.machines.update_status(
+        key("machine", 8), MachineStatus.STOPPED
+    ),
+    "Organization.get_by_slug": lambda uow: uow.organizations.get_by_slug("org-5"),
+    "Application.get_by_api_key": lambda uow: uow.applications.get_by_api_key("fs_unknown"),
+    "User.get_by_email": lambda uow: uow.users.get_by_email(ORG, "u7@example.com"),
+    "User.get_by_external_id": lambda uow: uow.users.get_by_external_id("ext-5"),
+    "Policy.get_applicable_policies": lambda uow: uow.policies.get_applicable_policies(
+        ORG, application_id=key("app", 7), user_id=key("user", 7)
+    ),
+    "AuditLog.query": lambda uow: uow.audit_logs.query(ORG, since=SINCE, until=UNTIL),
+    "AuditLog.query by application": lambda uow: uow.audit_logs.query(
+        ORG, application_id=key("app", 7)
+    ),
+    "AuditLog.query by user": lambda uow: uow.audit_logs.query(ORG, user_id=key("user", 7)),
+    "AuditLog.query by action": lambda uow: uow.audit_logs.query(ORG, action="update"),
+    "AuditLog.query by request": lambda uow: uow.audit_logs.query(ORG, request_id="req-7"),
+    "AuditLog.query, keyset page": lambda uow: uow.audit_logs.query_page(
+        ORG, limit=20, after=uow.audit_logs.query_page(ORG, limit=20).next_cursor
+    ),
+    "InferenceRequest.metrics": lambda uow: uow.inference_requests.metrics(ORG, SINCE, UNTIL),
+}
+
+
+@pytest.mark.parametrize("name", list(QUERIES))
+def test_domain_query_uses_an_index(big_store: Store, name: str) -> None:
+    assert_indexed(big_store, QUERIES[name])
+
+
+def test_a_query_without_an_index_is_caught(big_store: Store) -> None:
+    """The check can fail: ``version`` has no index, so this list reads the whole table."""
+    with pytest.raises(AssertionError, match="read whole"):
+        assert_indexed(big_store, lambda uow: uow.deployments.list(version="1.3", limit=5))
