@@ -29,16 +29,18 @@ from sqlalchemy.sql import ClauseElement
 
 __all__ = ["insert_many"]
 
+_MISSING: Any = object()
+
+# (attribute, bind key, default (None: NULL), whether None means "not set", bit in the masks)
+_Column = tuple[str, str, Callable[[], Any] | None, bool, int]
+
 
 @dataclass(frozen=True)
 class _BulkPlan:
     """How the mapped columns of one model get their INSERT values."""
 
     table: Table
-    binds: dict[str, str]  # attribute -> bind key (every mapped column but the version counter)
-    defaults: dict[str, Callable[[], Any] | None]  # attribute -> its default (None: NULL)
-    none_is_unset: frozenset[str]  # a None here means "not set": the default applies
-    bits: dict[str, int]  # attribute -> its bit in the "filled in" masks
+    columns: tuple[_Column, ...]  # every mapped column but the version counter
     version_attribute: str | None
     version_bind_key: str | None
     version_generator: Callable[[Any], Any] | None
@@ -59,10 +61,8 @@ def _column_default(column: Any) -> tuple[bool, Callable[[], Any] | None]:
     if getattr(default, "is_callable", False):
         # SQLAlchemy wraps a default that takes no execution context (and marks the wrapper
         # with __wrapped__); one that reads the context cannot be computed outside a statement.
-        wrapped = default.arg
-        if getattr(wrapped, "__wrapped__", None) is None:
-            return False, None
-        return True, lambda: wrapped(None)
+        function = getattr(default.arg, "__wrapped__", None)
+        return (True, function) if callable(function) else (False, None)
     return False, None  # a SQL expression or a sequence: only the database knows the value
 
 
@@ -80,9 +80,7 @@ def _plan(model: type[Any]) -> _BulkPlan | None:
     ):
         return None
     version_col = mapper.version_id_col
-    binds: dict[str, str] = {}
-    defaults: dict[str, Callable[[], Any] | None] = {}
-    none_is_unset = set()
+    columns: list[_Column] = []
     for prop in mapper.column_attrs:
         if len(prop.columns) != 1 or prop.columns[0].table is not table:
             return None
@@ -92,27 +90,15 @@ def _plan(model: type[Any]) -> _BulkPlan | None:
         usable, default = _column_default(column)
         if not usable:
             return None
-        binds[prop.key] = column.key
-        defaults[prop.key] = default
-        if default is not None and not column.type.should_evaluate_none:
-            none_is_unset.add(prop.key)
-    bits = {attribute: 1 << n for n, attribute in enumerate(binds)}
+        none_is_unset = default is not None and not column.type.should_evaluate_none
+        columns.append((prop.key, column.key, default, none_is_unset, 1 << len(columns)))
     if version_col is None:
-        return _BulkPlan(table, binds, defaults, frozenset(none_is_unset), bits, None, None, None)
+        return _BulkPlan(table, tuple(columns), None, None, None)
     generator = mapper.version_id_generator
     if not callable(generator):
         return None  # a server-side version counter needs RETURNING
     version_attribute = mapper.get_property_by_column(version_col).key
-    return _BulkPlan(
-        table,
-        binds,
-        defaults,
-        frozenset(none_is_unset),
-        bits,
-        version_attribute,
-        version_col.key,
-        generator,
-    )
+    return _BulkPlan(table, tuple(columns), version_attribute, version_col.key, generator)
 
 
 def _events_in_the_way(session: Session, mapper: Mapper[Any]) -> bool:
@@ -151,28 +137,26 @@ def _fill(plan: _BulkPlan, states: list[Any]) -> tuple[list[dict[str, Any]], lis
     Which values were filled is kept as one bit per column, so that they can be taken out
     again (:func:`_take_back`) without a container per object for the collector to scan.
     """
-    binds, defaults, bits = plan.binds, plan.defaults, plan.bits
-    attributes = binds.keys()
-    none_is_unset = plan.none_is_unset
+    columns = plan.columns
     version_key = plan.version_bind_key
     version = plan.version_generator(None) if plan.version_generator is not None else None
+    plain = _PLAIN_TYPES
     rows: list[dict[str, Any]] = []
     filled: list[int] = []
     for state in states:
         values = state.dict
-        row = {binds[name]: value for name, value in values.items() if name in binds}
-        given = row.values()
-        if not _PLAIN_TYPES.issuperset(map(type, given)) and _has_expression(given):
-            _take_back(plan, states, filled)
-            return None
-        missing = attributes - values.keys()
-        if None in given:
-            missing |= {name for name in none_is_unset if values.get(name, 0) is None}
+        row: dict[str, Any] = {}
         mask = 0
-        for name in missing:
-            default = defaults[name]
-            row[binds[name]] = values[name] = default() if default is not None else None
-            mask |= bits[name]
+        for attribute, bind_key, default, none_is_unset, bit in columns:
+            value = values.get(attribute, _MISSING)
+            if value is _MISSING or (value is None and none_is_unset):
+                value = values[attribute] = default() if default is not None else None
+                mask |= bit
+            elif type(value) not in plain and _has_expression((value,)):
+                filled.append(mask)
+                _take_back(plan, states, filled)  # a SQL expression: the database computes it
+                return None
+            row[bind_key] = value
         if version_key is not None:
             row[version_key] = version
         rows.append(row)
@@ -184,9 +168,9 @@ def _take_back(plan: _BulkPlan, states: list[Any], filled: list[int]) -> None:
     """Remove the values :func:`_fill` put on the objects: they are as they were given."""
     for state, mask in zip(states, filled, strict=False):
         if mask:
-            for name, bit in plan.bits.items():
+            for attribute, _key, _default, _unset, bit in plan.columns:
                 if mask & bit:
-                    state.dict.pop(name, None)
+                    state.dict.pop(attribute, None)
 
 
 def insert_many(session: Session, model: type[Any], entities: Sequence[Any]) -> bool:
