@@ -208,6 +208,17 @@ def test_a_scoped_writer_writes_one_organization(store: Store) -> None:
     assert [r.action for r in stored(store, org)] == ["a"]
 
 
+def test_a_tenant_scoped_repository_gives_a_scoped_writer(store: Store) -> None:
+    org = uuid.uuid4()
+    with store.unit_of_work(org_id=org) as uow:
+        writer = uow.audit_logs.writer()
+    with writer:
+        writer.write({"action": "scoped", "resource_type": "r"})
+        with pytest.raises(InvalidInputError):
+            writer.write(entry(uuid.uuid4()))
+    assert [r.action for r in stored(store, org)] == ["scoped"]
+
+
 def test_entries_left_at_interpreter_exit_are_stored(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'exit.sqlite3'}"
     with Store(url) as store:
