@@ -258,7 +258,12 @@ def cmd_db_check(args: argparse.Namespace) -> int:
         with store.engine.connect() as conn, warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             context = MigrationContext.configure(
-                conn, opts={"compare_type": True, "compare_server_default": True}
+                conn,
+                opts={
+                    "compare_type": True,
+                    "compare_server_default": True,
+                    "include_object": schema.include_object_for(conn.dialect.name),
+                },
             )
             differences = [
                 describe_difference(d, conn.dialect)
