@@ -17,14 +17,32 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Final, cast
 
-from sqlalchemy import BigInteger, ColumnElement, Integer, String, and_, inspect, not_, or_
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Integer,
+    SmallInteger,
+    String,
+    and_,
+    inspect,
+    not_,
+    or_,
+)
 from sqlalchemy.orm import ColumnProperty
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.sqltypes import JSON
 
 from flowstore.errors import InvalidInputError
 
-__all__ = ["OPERATORS", "Spec", "check_entity", "coerce_value", "column_for", "where"]
+__all__ = [
+    "OPERATORS",
+    "Spec",
+    "check_entity",
+    "check_json",
+    "coerce_value",
+    "column_for",
+    "where",
+]
 
 OPERATORS: Final = frozenset(
     {"==", "!=", "<", "<=", ">", ">=", "in", "like", "contains", "startswith"}
@@ -211,10 +229,26 @@ def _check_pattern(column: Any, field: str, op: str, value: str) -> None:
 
 
 def _python_type(sql_type: Any) -> type[Any] | None:
+    """The Python type of a column type; a ``TypeDecorator`` that does not say (``object``)
+    answers with its underlying type's."""
     try:
-        return cast("type[Any]", sql_type.python_type)
+        found = sql_type.python_type
+        if found is object and hasattr(sql_type, "impl_instance"):
+            found = sql_type.impl_instance.python_type
     except NotImplementedError:
         return None
+    return cast("type[Any]", found)
+
+
+def _int_bound(sql_type: Any) -> int:
+    """The exclusive magnitude bound of an integer column: 32 bits for ``INTEGER`` (PostgreSQL
+    casts a compared value to the column's type, so a larger one is an error there)."""
+    impl = getattr(sql_type, "impl_instance", sql_type)
+    if isinstance(impl, BigInteger) or not isinstance(impl, Integer):
+        return _INT64
+    if isinstance(impl, SmallInteger):
+        return 2**15
+    return _INT32
 
 
 def _numeric_limit(sql_type: Any) -> Decimal | None:
@@ -226,7 +260,7 @@ def _numeric_limit(sql_type: Any) -> Decimal | None:
     return None
 
 
-def _check_json(field: str, value: Any) -> None:
+def check_json(field: str, value: Any) -> None:
     """A JSON value every backend stores and returns unchanged: string keys, finite numbers,
     64-bit integers, text without NUL, nesting below MySQL's limit."""
     stack: list[tuple[Any, int]] = [(value, 1)]
@@ -266,7 +300,9 @@ def check_entity(entity: Any) -> None:
     """
     model = type(entity)
     mapper = inspect(model)
-    values = inspect(entity).dict
+    state = inspect(entity)
+    values = state.dict
+    existing = state.key is not None  # an UPDATE applies no column default to a None
     for prop in mapper.column_attrs:
         key = prop.key
         if key not in values or not isinstance(prop, ColumnProperty):
@@ -274,21 +310,19 @@ def check_entity(entity: Any) -> None:
         column = prop.columns[0]
         value = values[key]
         if value is None:
-            required = not (column.nullable or column.primary_key) and column.default is None
-            if required and column.server_default is None and column is not mapper.version_id_col:
+            defaulted = (
+                not existing
+                and (column.default is not None or column.server_default is not None)
+                and not isinstance(column.type, JSON)  # a JSON None is stored, as JSON null
+            )
+            required = not (column.nullable or column.primary_key or defaulted)
+            if required and column is not mapper.version_id_col:
                 raise InvalidInputError(f"{model.__name__}.{key} is required")
             continue
         if isinstance(column.type, JSON):
-            _check_json(key, value)
+            check_json(key, value)
             continue
         coerced = coerce_value(column, key, value)  # the Column: its .type is a plain attribute
-        if (
-            isinstance(coerced, int)
-            and isinstance(column.type, Integer)
-            and not isinstance(column.type, BigInteger)
-            and not -_INT32 <= coerced < _INT32
-        ):
-            raise InvalidInputError(f"{key!r} must be an integer within 32 bits")
         if coerced is not value:
             setattr(entity, key, coerced)
 
@@ -306,9 +340,8 @@ def coerce_value(column: Any, field: str, value: Any) -> Any:
     sql_type = column.type
     if isinstance(sql_type, JSON):
         raise InvalidInputError(f"{field!r} is a JSON field; it cannot be compared directly")
-    try:
-        python_type = sql_type.python_type
-    except NotImplementedError:
+    python_type = _python_type(sql_type)
+    if python_type is None or python_type is object:
         return value
     if issubclass(python_type, enum.Enum):
         try:
@@ -330,9 +363,10 @@ def coerce_value(column: Any, field: str, value: Any) -> Any:
             return value
         raise InvalidInputError(f"{field!r} must be a bool")
     if python_type is int:
-        if isinstance(value, int) and not isinstance(value, bool) and -_INT64 <= value < _INT64:
+        bound = _int_bound(sql_type)
+        if isinstance(value, int) and not isinstance(value, bool) and -bound <= value < bound:
             return value
-        raise InvalidInputError(f"{field!r} must be an integer within 64 bits")
+        raise InvalidInputError(f"{field!r} must be an integer within {bound.bit_length()} bits")
     if python_type is Decimal:
         if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
             raise InvalidInputError(f"{field!r} must be a number")

@@ -36,7 +36,12 @@ class ApplicationRepository(Repository[Application]):
     model = Application
 
     def _hash(self, raw_key: str) -> str:
-        return hash_api_key(raw_key, self.context.settings.api_key_secret.get_secret_value())
+        secret = self.context.settings.api_key_secret.get_secret_value()
+        if not secret:
+            raise InvalidInputError(
+                "api_key_secret is empty: set FLOWSTORE_API_KEY_SECRET to a long random value"
+            )
+        return hash_api_key(raw_key, secret)
 
     @translated
     def create_with_api_key(self, org_id: Any, name: str) -> tuple[Application, str]:
@@ -62,8 +67,8 @@ class ApplicationRepository(Repository[Application]):
         """The application this raw key belongs to, or ``None``."""
         if not isinstance(raw_key, str):
             raise InvalidInputError("an API key is a string")
-        if not raw_key or len(raw_key) > _MAX_KEY_LENGTH:
-            return None
+        if not raw_key or len(raw_key) > _MAX_KEY_LENGTH or not raw_key.isascii():
+            return None  # generated keys are short ASCII: this one was never issued
         digest = self._hash(raw_key)
         app = self.session.scalars(
             select(Application).where(Application.api_key_hash == digest).limit(1)

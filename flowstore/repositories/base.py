@@ -259,6 +259,8 @@ class Repository(Generic[T]):
     def _ordering(self, order_by: OrderBy) -> builtins.list[Any]:
         if order_by is None:
             return [self.model.created_at, self.model.id]
+        if not isinstance(order_by, str | builtins.list | tuple):
+            raise InvalidInputError("order_by takes a field name or a list of them")
         names = [order_by] if isinstance(order_by, str) else builtins.list(order_by)
         clauses: builtins.list[Any] = []
         for name in names:

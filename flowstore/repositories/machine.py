@@ -28,9 +28,10 @@ class MachineRepository(Repository[Machine]):
     @translated
     def get_by_instance_ids(self, instance_ids: Iterable[str]) -> builtins.list[Machine]:
         """Machines with any of these provider instance ids (unknown ids are skipped)."""
-        if isinstance(instance_ids, str | bytes):
+        if isinstance(instance_ids, str | bytes | dict) or not isinstance(instance_ids, Iterable):
             raise InvalidInputError("get_by_instance_ids takes a list of instance ids")
-        ids = builtins.list(dict.fromkeys(instance_ids))
+        wanted = [coerce_value(Machine.instance_id, "instance_id", i) for i in instance_ids]
+        ids = builtins.list(dict.fromkeys(wanted))
         if not ids:
             return []
         return self.list(where("instance_id", "in", ids))
@@ -39,6 +40,8 @@ class MachineRepository(Repository[Machine]):
     def update_status(self, id: Any, status: MachineStatus | str) -> bool:
         """Set the machine's status; ``False`` when there is no such machine."""
         new_status: MachineStatus = coerce_value(Machine.status, "status", status)
+        if new_status is None:
+            raise InvalidInputError("status is required")
         machine = self.get_or_none(id)
         if machine is None:
             return False

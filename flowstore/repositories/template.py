@@ -17,6 +17,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from flowstore.errors import InvalidInputError
 from flowstore.models import Template
 from flowstore.repositories.base import Repository, translated
+from flowstore.spec import check_json
 
 
 def json_contains(document: Any, wanted: Any) -> bool:
@@ -60,10 +61,12 @@ class TemplateRepository(Repository[Template]):
         """Templates whose ``attributes`` contain every given key with the given value."""
         if not isinstance(attributes, dict) or not all(isinstance(k, str) for k in attributes):
             raise InvalidInputError("find_by_attributes takes a dict with string keys")
+        check_json("attributes", attributes)  # NUL, NaN, depth: refused before any SQL
         try:
             encoded = json.dumps(attributes, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise InvalidInputError(f"attributes must be JSON values: {exc}") from None
+        attributes = json.loads(encoded)  # as stored: tuples are arrays
         dialect = self.session.get_bind().dialect.name
         nested = {k: v for k, v in attributes.items() if isinstance(v, dict | list)}
         if not attributes:
