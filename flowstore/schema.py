@@ -6,7 +6,8 @@ uses the top-level ``migrations/`` directory. Both are the same files.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,11 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.script.revision import RevisionError
+from alembic.util import CommandError
 from sqlalchemy import Connection, Dialect, Engine
 
+from flowstore.errors import InvalidInputError
 from flowstore.models import Base
 
 __all__ = [
@@ -84,19 +88,19 @@ def head_revision() -> str:
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Migrate the database up to ``revision``, in one transaction where the dialect allows."""
     with engine.begin() as conn:
-        command.upgrade(alembic_config(conn), revision)
+        upgrade_on(conn, revision)
 
 
 def downgrade(engine: Engine, revision: str) -> None:
     """Migrate the database down to ``revision`` (``"base"`` removes every table)."""
     with engine.begin() as conn:
-        command.downgrade(alembic_config(conn), revision)
+        downgrade_on(conn, revision)
 
 
 def current_revision(engine: Engine) -> str | None:
     """The revision the database is at, or ``None`` when it was never migrated."""
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        return current_revision_on(conn)
 
 
 def create_schema(engine: Engine) -> None:
@@ -106,24 +110,32 @@ def create_schema(engine: Engine) -> None:
     revisions; the test suite checks that the models and the migrations agree.
     """
     with engine.begin() as conn:
-        Base.metadata.create_all(conn)
-        MigrationContext.configure(conn).stamp(
-            ScriptDirectory.from_config(alembic_config()), "head"
-        )
+        create_schema_on(conn)
 
 
 # -- the same operations on an open connection, whose transaction the caller owns ------------
 # (flowstore.aio runs them through ``AsyncConnection.run_sync``.)
 
 
+@contextmanager
+def _revision_errors(revision: str) -> Iterator[None]:
+    """An unknown or unreachable revision is bad input, not an Alembic internals error."""
+    try:
+        yield
+    except (CommandError, RevisionError) as exc:
+        raise InvalidInputError(f"cannot migrate to {revision!r}: {exc}") from None
+
+
 def upgrade_on(connection: Connection, revision: str = "head") -> None:
     """``upgrade`` through ``connection``."""
-    command.upgrade(alembic_config(connection), revision)
+    with _revision_errors(revision):
+        command.upgrade(alembic_config(connection), revision)
 
 
 def downgrade_on(connection: Connection, revision: str) -> None:
     """``downgrade`` through ``connection``."""
-    command.downgrade(alembic_config(connection), revision)
+    with _revision_errors(revision):
+        command.downgrade(alembic_config(connection), revision)
 
 
 def current_revision_on(connection: Connection) -> str | None:

@@ -149,3 +149,12 @@ def test_run_in_transaction_returns_the_result(store: Store) -> None:
     assert result == "r"
     with pytest.raises(InvalidInputError):
         store.run_in_transaction(lambda uow: None, attempts=0)
+
+
+def test_unknown_revisions_are_invalid_input(tmp_path: Path) -> None:
+    with Store(f"sqlite:///{tmp_path / 'r.sqlite3'}") as store:
+        with pytest.raises(InvalidInputError, match="nope"):
+            store.upgrade("nope")
+        with pytest.raises(InvalidInputError):
+            store.downgrade("nope")
+        assert store.current_revision() is None  # nothing was applied

@@ -8,7 +8,6 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
-from alembic.util import CommandError
 from sqlalchemy import URL, Connection, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -22,7 +21,6 @@ from flowstore.engine import is_memory_sqlite, normalize_url
 from flowstore.errors import (
     ConnectionFailedError,
     FlowstoreError,
-    InvalidInputError,
     mask_secrets,
     translate,
     translating,
@@ -164,12 +162,9 @@ class AsyncStore:
     async def _migrate(self, step: Callable[[Connection, str], None], revision: str) -> None:
         """One Alembic command in one transaction; an unknown revision is ``InvalidInputError``."""
         await self._ensure_schema()
-        try:
-            with translating():
-                async with self.engine.begin() as conn:
-                    await conn.run_sync(step, revision)
-        except CommandError as exc:
-            raise InvalidInputError(f"cannot migrate to {revision!r}: {exc}") from None
+        with translating():
+            async with self.engine.begin() as conn:
+                await conn.run_sync(step, revision)
 
     async def current_revision(self) -> str | None:
         """The applied revision id, or ``None`` for a database never migrated."""
