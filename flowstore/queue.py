@@ -73,7 +73,7 @@ from flowstore.repositories.base import coerce_id
 if TYPE_CHECKING:
     from flowstore.store import Store
 
-__all__ = ["JobQueue", "JobRef", "QueueCore", "default_worker_id"]
+__all__ = ["JobQueue", "JobRef", "LostClaimError", "QueueCore", "default_worker_id"]
 
 R = TypeVar("R")
 
@@ -292,13 +292,22 @@ class _Claim:
     max_attempts: int | None = None
 
 
-def _lost(claim: _Claim, status: JobStatus, verb: str) -> ConcurrencyError:
+class LostClaimError(ConcurrencyError):
+    """A job's claim is no longer the caller's: its lease ran out and another worker claimed
+    it, or it was settled already. ``job_id`` names the job."""
+
+    def __init__(self, message: str, job_id: uuid.UUID) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+
+
+def _lost(claim: _Claim, status: JobStatus, verb: str) -> LostClaimError:
     if status is JobStatus.RUNNING:
         why = "its lease ran out and another worker claimed it"
     else:
         why = f"it is {status.value}"
-    return ConcurrencyError(
-        f"cannot {verb} job {claim.id}: this claim is no longer current ({why})"
+    return LostClaimError(
+        f"cannot {verb} job {claim.id}: this claim is no longer current ({why})", claim.id
     )
 
 
@@ -509,7 +518,7 @@ class QueueCore:
 
     def acknowledge_many(
         self, session: Session, refs: Iterable[JobRef]
-    ) -> builtins.list[ConcurrencyError]:
+    ) -> builtins.list[LostClaimError]:
         """Mark every job still held done (one UPDATE per claim); the errors of the others.
 
         Lost claims are returned, not raised, so that the caller can commit the jobs that were
@@ -519,7 +528,7 @@ class QueueCore:
 
     def _acknowledge(
         self, claims: Sequence[_Claim], session: Session
-    ) -> builtins.list[ConcurrencyError]:
+    ) -> builtins.list[LostClaimError]:
         groups: dict[uuid.UUID | None, builtins.list[_Claim]] = {}
         for claim in claims:
             groups.setdefault(claim.token, []).append(claim)
@@ -534,12 +543,15 @@ class QueueCore:
             if _rowcount(result) != len(ids):
                 unsure.extend(group)
         errors = self._check_done(session, unsure)
-        self._forget(claim.id for claim in claims)
+        # A lost claim stays remembered, so that a retry by bare id keeps failing instead of
+        # settling the run of the worker that holds the job now.
+        lost = {error.job_id for error in errors}
+        self._forget(claim.id for claim in claims if claim.id not in lost)
         return errors
 
     def _check_done(
         self, session: Session, claims: Sequence[_Claim]
-    ) -> builtins.list[ConcurrencyError]:
+    ) -> builtins.list[LostClaimError]:
         """After an acknowledging UPDATE that missed rows: the claims that were lost.
 
         A job done under the same claim was acknowledged (now or before); a missing job is
@@ -555,7 +567,7 @@ class QueueCore:
                 )
             )
         }
-        errors: builtins.list[ConcurrencyError] = []
+        errors: builtins.list[LostClaimError] = []
         for claim in claims:
             row = rows.get(claim.id)
             if row is None:

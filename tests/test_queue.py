@@ -21,7 +21,7 @@ from flowstore import (
     Store,
 )
 from flowstore.models import Deployment, Job, JobStatus
-from flowstore.queue import JobQueue
+from flowstore.queue import JobQueue, LostClaimError
 from flowstore.worker import resolve_handler, run_worker
 
 
@@ -292,6 +292,8 @@ def test_a_stale_acknowledge_does_not_finish_the_new_run(store: Store, clock: Cl
         first_worker.fail(stale, "late failure")
     with pytest.raises(ConcurrencyError):
         first_worker.heartbeat(stale)
+    with pytest.raises(LostClaimError):
+        first_worker.acknowledge(job_id)  # again: the lost claim is still remembered
 
     still = second_worker.get(job_id)
     assert (still.status, still.claim_token, still.last_error) == (
