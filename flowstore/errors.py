@@ -172,6 +172,11 @@ def translate(exc: BaseException) -> FlowstoreError:
             return AlreadyExistsError(f"duplicate key: {_orig_message(exc)}")
         return InvalidInputError(f"constraint violated: {_orig_message(exc)}")
     if isinstance(exc, sa_exc.DBAPIError):
+        earlier = getattr(exc.orig, "__context__", None) or exc.__context__
+        if "no such savepoint" in str(exc.orig) and isinstance(earlier, sa_exc.DBAPIError):
+            # SQLite rolled the whole transaction back itself (disk full, I/O error), so the
+            # SAVEPOINT's rollback failed too: the earlier error is the one that matters.
+            return translate(earlier)
         if _is_retryable(exc.orig):
             return TransactionFailedError(f"transaction failed, retry it: {_orig_message(exc)}")
         if _is_connection_problem(exc):
