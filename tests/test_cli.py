@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect, text
+from sqlalchemy import inspect, make_url, text
 
 from flowstore import Store, __version__
 from flowstore.models import Base, Deployment, DeploymentStatus, JobStatus, Organization
@@ -160,12 +160,24 @@ def test_migration_lifecycle(lifecycle_url: str) -> None:
         assert set(inspect(conn).get_table_names()) <= {"alembic_version"}
 
 
-def test_url_from_the_environment(database_url: str) -> None:
+def test_url_from_the_environment_and_no_password_shown(database_url: str) -> None:
+    url = make_url(database_url)
+    if url.get_backend_name() != "sqlite":  # the test server trusts local users: any password
+        database_url = url.set(password=PASSWORD).render_as_string(hide_password=False)
     env = cli_env(FLOWSTORE_DATABASE_URL=database_url)
-    assert "upgraded from an empty database" in assert_ok(run_cli("db", "upgrade", env=env))
-    result = run_cli("db", "current", env=env)
-    assert assert_ok(result).strip() == f"{head_revision()} (head)"
-    assert "note:" not in result.stderr
+    results = [run_cli("db", "upgrade", env=env)]
+    assert "upgraded from an empty database" in assert_ok(results[0])
+    results.append(run_cli("db", "current", env=env))
+    assert assert_ok(results[-1]).strip() == f"{head_revision()} (head)"
+    assert "note:" not in results[-1].stderr
+    results += [
+        run_cli("ping", env=env),
+        run_cli("stats", env=env),
+        run_cli("db", "check", env=env),
+    ]
+    for result in results:
+        assert_ok(result)
+        assert PASSWORD not in result.stdout + result.stderr
 
 
 def test_stats_counts_what_is_there(database_url: str) -> None:
