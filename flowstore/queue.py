@@ -17,7 +17,9 @@ Jobs are claimed highest priority first, then oldest due. A claim sets a lease
 again and its ``attempts`` count up (one that runs out of leases on its last attempt is dead).
 ``acknowledge``, ``fail``, ``heartbeat`` and ``release`` change a job only while the caller's
 claim is still the current one, so a worker that lost its lease cannot settle the run of the
-worker that claimed the job after it: it gets ``ConcurrencyError``. They take the ``Job`` that
+worker that claimed the job after it: ``acknowledge`` returns ``False`` and ``fail`` the job's
+current status (a lost lease is routine for a worker), while ``heartbeat`` and ``release``
+raise ``LostClaimError`` (a ``ConcurrencyError``). They take the ``Job`` that
 ``dequeue`` returned, or its id when this queue object made the claim; an id this object did
 not claim is trusted to mean the job's current claim.
 
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import logging
 import math
 import os
 import socket
@@ -69,6 +72,8 @@ from flowstore.models.base import utcnow, uuid7
 from flowstore.models.enums import JobStatus
 from flowstore.models.job import ACTIVE_JOB_PREDICATE, Job
 from flowstore.repositories.base import coerce_id
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from flowstore.store import Store
@@ -296,9 +301,10 @@ class LostClaimError(ConcurrencyError):
     """A job's claim is no longer the caller's: its lease ran out and another worker claimed
     it, or it was settled already. ``job_id`` names the job."""
 
-    def __init__(self, message: str, job_id: uuid.UUID) -> None:
+    def __init__(self, message: str, job_id: uuid.UUID, status: JobStatus) -> None:
         super().__init__(message)
         self.job_id = job_id
+        self.status = status
 
 
 def _lost(claim: _Claim, status: JobStatus, verb: str) -> LostClaimError:
@@ -307,7 +313,9 @@ def _lost(claim: _Claim, status: JobStatus, verb: str) -> LostClaimError:
     else:
         why = f"it is {status.value}"
     return LostClaimError(
-        f"cannot {verb} job {claim.id}: this claim is no longer current ({why})", claim.id
+        f"cannot {verb} job {claim.id}: this claim is no longer current ({why})",
+        claim.id,
+        status,
     )
 
 
@@ -826,27 +834,42 @@ class JobQueue:
         """Claim up to ``n`` due jobs at once, in claim order."""
         return self._run(lambda session: self.core.claim(session, n))
 
-    def acknowledge(self, job: JobRef) -> None:
-        """Mark a claimed job done. ``ConcurrencyError`` if its lease ran out and another
-        worker claimed it (whose run is left alone); ``NotFoundError`` for an unknown id."""
-        self._run(lambda session: self.core.acknowledge(session, job))
+    def acknowledge(self, job: JobRef) -> bool:
+        """Mark a claimed job done; ``True`` when it is done under this claim.
 
-    def acknowledge_many(self, jobs: Iterable[JobRef]) -> None:
-        """Mark claimed jobs done in one transaction; those whose claim was lost are left
-        alone and reported by one ``ConcurrencyError`` once the others are committed."""
+        ``False`` (logged) when the claim was lost: the lease ran out and another worker
+        claimed the job, whose run is left alone, or the job was never claimed. A lost lease
+        is a normal event for a worker, so it is reported, not raised. ``NotFoundError`` for
+        an unknown id.
+        """
+        try:
+            self._run(lambda session: self.core.acknowledge(session, job))
+        except LostClaimError as lost:
+            log.warning("%s", lost)
+            return False
+        return True
+
+    def acknowledge_many(self, jobs: Iterable[JobRef]) -> int:
+        """Mark claimed jobs done in one transaction; how many were. Jobs whose claim was lost
+        are left alone (and logged), as with :meth:`acknowledge`."""
         refs = builtins.list(jobs)
-        errors = self._run(lambda session: self.core.acknowledge_many(session, refs))
-        if errors:
-            details = "; ".join(str(error) for error in errors[:3])
-            more = f"; and {len(errors) - 3} more" if len(errors) > 3 else ""
-            raise ConcurrencyError(
-                f"{len(errors)} of {len(refs)} jobs were not acknowledged: {details}{more}"
-            )
+        lost = self._run(lambda session: self.core.acknowledge_many(session, refs))
+        for error in lost:
+            log.warning("%s", error)
+        return len({ref.id if isinstance(ref, Job) else coerce_id(ref) for ref in refs}) - len(lost)
 
     def fail(self, job: JobRef, error: str | BaseException, retry: bool = True) -> JobStatus:
         """Record a failed run: queued again after an exponential backoff while attempts are
-        left (and ``retry``), else dead and kept with ``error``. Returns the new status."""
-        return self._run(lambda session: self.core.fail(session, job, error, retry=retry))
+        left (and ``retry``), else dead and kept with ``error``. Returns the new status.
+
+        When the claim was lost (see :meth:`acknowledge`) the job is left alone, the loss is
+        logged, and its current status is returned.
+        """
+        try:
+            return self._run(lambda session: self.core.fail(session, job, error, retry=retry))
+        except LostClaimError as lost:
+            log.warning("%s", lost)
+            return lost.status
 
     def get(self, job_id: JobRef) -> Job:
         """The job with this id; ``NotFoundError`` if there is none."""

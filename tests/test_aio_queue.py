@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import pytest
 
-from flowstore import ConcurrencyError, NotFoundError
+from flowstore import NotFoundError
 from flowstore.aio import AsyncStore, async_proxy_class
 from flowstore.models import Deployment, JobStatus
 from flowstore.queue import JobQueue
@@ -62,8 +62,7 @@ def test_acknowledge_many_and_a_lost_claim(aio_url: str) -> None:  # noqa: F811
         thief = store.queue("batch", lease_seconds=60)
         stolen = await thief.dequeue()
         assert stolen is not None
-        with pytest.raises(ConcurrencyError):
-            await worker.acknowledge_many(claimed)
+        assert await worker.acknowledge_many(claimed) == 2  # the stolen one is left alone
         done = [job.id for job in claimed if job.id != stolen.id]
         for job_id in done:  # the others were acknowledged, and committed
             assert (await worker.get(job_id)).status is JobStatus.DONE
