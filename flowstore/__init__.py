@@ -8,6 +8,7 @@ from flowstore.errors import (
     FlowstoreError,
     InvalidInputError,
     NotFoundError,
+    TenantScopeError,
     TransactionFailedError,
 )
 from flowstore.spec import Spec, where
@@ -26,6 +27,7 @@ __all__ = [
     "Settings",
     "Spec",
     "Store",
+    "TenantScopeError",
     "TransactionFailedError",
     "UnitOfWork",
     "__version__",

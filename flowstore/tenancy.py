@@ -103,6 +103,7 @@ def scope_session(session: Session, org_id: Any) -> uuid.UUID:
 
 
 def _criteria(org: uuid.UUID) -> tuple[LoaderCriteriaOption, ...]:
+    """``org_id = :org`` (``id`` for organizations) for every org-owned mapped class."""
     options: list[LoaderCriteriaOption] = []
     for mapper in Base.registry.mappers:
         column = tenant_column(_table_name(mapper))
@@ -140,11 +141,13 @@ class _Scope:
     trusted: set[Any] = field(default_factory=set)
 
     def refuse(self, message: str) -> TenantScopeError:
+        """The error for a refused statement or object."""
         return TenantScopeError(f"tenant-scoped unit of work: {message}")
 
     # -- statements ------------------------------------------------------------------------
 
     def on_execute(self, state: ORMExecuteState) -> None:
+        """Add the scope's criteria to a statement, or refuse one that cannot be scoped."""
         statement = state.statement
         if isinstance(statement, TextClause):
             raise self.refuse("raw SQL text cannot be scoped; use the repositories")
@@ -180,6 +183,7 @@ class _Scope:
             self.trusted.add(key)
 
     def on_attach(self, session: Session, instance: object) -> None:
+        """Refuse, as it is added, an object that says it belongs to another organization."""
         mapper = _flowstore_mapper(instance)
         if mapper is None:
             return
@@ -191,6 +195,9 @@ class _Scope:
     def on_flush(
         self, session: Session, context: UOWTransaction, instances: Iterable[object] | None
     ) -> None:
+        """Before a flush: every new, changed and deleted object belongs to the scope, and so
+        do the org-owned rows its foreign keys point at (checked with one scoped query per
+        model for what was not loaded through the scope)."""
         unverified: dict[Mapper[Any], set[Any]] = {}
         for instance in session.new:
             mapper = _flowstore_mapper(instance)
