@@ -89,7 +89,9 @@ class AuditLogRepository(Repository[AuditLog]):
             raise InvalidInputError("org_id is required")
         criteria = self._criteria((), filters)
         if since is not None:
-            criteria.append(AuditLog.created_at >= coerce_value(AuditLog.created_at, "since", since))
+            criteria.append(
+                AuditLog.created_at >= coerce_value(AuditLog.created_at, "since", since)
+            )
         if until is not None:
             criteria.append(AuditLog.created_at < coerce_value(AuditLog.created_at, "until", until))
         if after is not None:
