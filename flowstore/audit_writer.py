@@ -181,9 +181,9 @@ class AuditWriter:
         with self._lock:
             if self._closed:
                 raise InvalidInputError("the audit writer is closed")
-            while len(self._queue) >= self._max_pending and not self._stopping:
+            while len(self._queue) >= self._max_pending and self._thread.is_alive():
                 self._wakeup.set()
-                self._changed.wait()
+                self._changed.wait(1.0)
             self._queue.append(row)
             self._appended += 1
             if len(self._queue) >= self._batch_size:
@@ -207,8 +207,7 @@ class AuditWriter:
         with self._lock:
             self._closed = True
         try:
-            if self._thread.is_alive():
-                self._wait(timeout)
+            self._wait(timeout)
         finally:
             with self._lock:
                 self._stopping = True
@@ -217,17 +216,33 @@ class AuditWriter:
             if threading.current_thread() is not self._thread:
                 self._thread.join(timeout)
             atexit.unregister(self._close_at_exit)
+            self._strand_leftovers()
         self._raise_unreported()
+
+    def _strand_leftovers(self) -> None:
+        """Entries still queued once the thread is gone: reported as failed, never lost."""
+        if self._thread.is_alive():
+            return
+        with self._lock:
+            leftovers = list(self._queue)
+            self._queue.clear()
+            self._done += len(leftovers)
+        if leftovers:
+            stopped = FlowstoreError("the audit writer's thread stopped before storing these")
+            self._give_up(leftovers, stopped)
 
     def _wait(self, timeout: float | None) -> None:
         if threading.current_thread() is self._thread:
             raise InvalidInputError("the audit writer cannot wait for itself (in on_error)")
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             target = self._appended
             self._wakeup.set()
-            self._changed.wait_for(
-                lambda: self._done >= target or not self._thread.is_alive(), timeout
-            )
+            while self._done < target and self._thread.is_alive():
+                left = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
+                if left <= 0:
+                    break
+                self._changed.wait(left)  # woken per batch; the second is for a dead thread
             if self._done >= target:
                 return
         if self._thread.is_alive():
@@ -339,6 +354,9 @@ class AuditWriter:
                     break
                 try:
                     self._store(batch)
+                except BaseException as exc:  # not a database error: report, then stop
+                    self._give_up(batch, _as_flowstore_error(exc))
+                    raise
                 finally:
                     with self._lock:
                         self._done += len(batch)
@@ -424,7 +442,7 @@ def _details_json(details: Any) -> str:
     return text
 
 
-def _as_flowstore_error(exc: Exception) -> FlowstoreError:
+def _as_flowstore_error(exc: BaseException) -> FlowstoreError:
     """The flowstore error for what a batch raised (raw driver errors included)."""
     if isinstance(exc, FlowstoreError | sa_exc.SQLAlchemyError):
         return translate(exc)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import threading
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -188,6 +189,31 @@ def test_a_lasting_failure_is_reported_not_dropped(
     assert calls == [3, 3, 3]  # the first try and two retries
     assert [f.values["id"] for f in writer.failed] == ids
     assert writer.stats.failed == 3 and writer.stats.written == 0
+
+
+def test_a_dead_writer_thread_is_reported_not_waited_for(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    org = uuid.uuid4()
+    monkeypatch.setattr(threading, "excepthook", lambda args: None)  # the crash is expected
+    writer = AuditWriter(store, batch_size=10, max_pending=10, flush_interval=3600)
+
+    def crash(rows: list[Any]) -> None:
+        raise SystemExit("not a database error")
+
+    monkeypatch.setattr(writer, "_store", crash)
+    writer.write(entry(org, 0))
+    with pytest.raises(AuditWriteError):
+        writer.flush()  # the batch the thread died on is reported, not lost silently
+    assert writer.stats.failed == 1
+    for n in range(20):  # more than max_pending: write() must not wait for a dead thread
+        writer.write(entry(org, n))
+    with pytest.raises(FlowstoreError, match="stopped"):
+        writer.flush(timeout=5)
+    with pytest.raises(FlowstoreError):
+        writer.close(timeout=5)
+    assert writer.stats.failed == 21 and writer.stats.pending == 0
+    assert len(writer.failed) == 21  # the stranded entries are kept, not dropped
 
 
 def test_back_pressure_keeps_memory_bounded_and_loses_nothing(store: Store) -> None:
