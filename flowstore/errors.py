@@ -91,6 +91,9 @@ _MYSQL_DUPLICATE = {1062, 1586}
 _MYSQL_CONNECTION = {2002, 2003, 2005, 2006, 2013, 2014, 2026, 2055, 1040, 1045, 1049, 1927}
 _SQLITE_UNIQUE_CODES = {1555, 2067}  # SQLITE_CONSTRAINT_PRIMARYKEY, SQLITE_CONSTRAINT_UNIQUE
 _MYSQL_SIGNAL = 1644  # a trigger's SIGNAL (the audit log's append-only guard)
+# incorrect value (e.g. a UUID MariaDB's UUID type will not store), incorrect string, bad JSON
+_MYSQL_BAD_VALUE = {1292, 1366, 1367, 3140}
+_MYSQL_CHECK_FAILED = {3819, 4025}  # a failed CHECK (MySQL 8, MariaDB): an OperationalError
 _READ_ONLY_SQLSTATES = {"25006"}  # read_only_sql_transaction
 _READ_ONLY_MYSQL = {1290, 1792, 1836}  # --read-only server, READ ONLY transaction, read-only mode
 _DISK_FULL_SQLSTATES = {"53100"}  # disk_full
@@ -184,6 +187,10 @@ def translate(exc: BaseException) -> FlowstoreError:
         orig, code = exc.orig, _mysql_code(exc.orig)
         if code == _MYSQL_SIGNAL:
             return InvalidInputError(f"refused by the database: {_orig_message(exc)}")
+        if code in _MYSQL_BAD_VALUE:
+            return InvalidInputError(f"invalid value: {_orig_message(exc)}")
+        if code in _MYSQL_CHECK_FAILED:
+            return InvalidInputError(f"constraint violated: {_orig_message(exc)}")
         if (
             _sqlstate(orig) in _READ_ONLY_SQLSTATES
             or code in _READ_ONLY_MYSQL

@@ -663,3 +663,29 @@ def test_values_of_the_wrong_type_are_refused_with_clear_messages(uow: UnitOfWor
             call()
     with pytest.raises(NotFoundError):
         uow.organizations.get(10**5000)
+
+
+def test_a_uuid_the_database_cannot_store_is_invalid_input(
+    uow: UnitOfWork, parents: dict[str, Any]
+) -> None:
+    """MariaDB's UUID type refuses some non-RFC UUIDs (version >= 8, variant nibble 1-8) that
+    PostgreSQL and SQLite store: there it is InvalidInputError, and nothing is written."""
+    odd = uuid.UUID("a2f2e0d8-72ae-ed66-70c9-d5292e3a3937")
+    entry = InferenceRequest(org_id=odd, application_id=parents["applications"].id, model="m")
+    before = snapshot(uow)
+    stored, _ = refused_or_returned(uow, lambda: uow.inference_requests.add(entry), before=before)
+    if stored:
+        uow.session.expire_all()
+        assert uow.inference_requests.get(entry.id).org_id == odd
+    assert uow.inference_requests.count(org_id=odd) == (1 if stored else 0)
+
+
+def test_a_failed_check_constraint_is_invalid_input_on_every_backend(
+    uow: UnitOfWork, parents: dict[str, Any]
+) -> None:
+    """MariaDB reports a failed CHECK as an OperationalError (4025); it is InvalidInputError."""
+    negative = Request(template_id=parents["templates"].id, machine_count=-1)
+    before = snapshot(uow)
+    with pytest.raises(InvalidInputError, match="constraint"):
+        uow.requests.add(negative)
+    assert snapshot(uow) == before
