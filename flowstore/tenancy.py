@@ -102,22 +102,21 @@ def scope_session(session: Session, org_id: Any) -> uuid.UUID:
     return org
 
 
-def _criteria(org: uuid.UUID) -> tuple[LoaderCriteriaOption, ...]:
-    """``org_id = :org`` (``id`` for organizations) for every org-owned mapped class."""
-    options: list[LoaderCriteriaOption] = []
+def _criteria(org: uuid.UUID) -> dict[str, LoaderCriteriaOption]:
+    """``org_id = :org`` (``id`` for organizations) for every org-owned table's mapped class."""
+    options: dict[str, LoaderCriteriaOption] = {}
     for mapper in Base.registry.mappers:
-        column = tenant_column(_table_name(mapper))
+        table = _table_name(mapper)
+        column = tenant_column(table)
         if column == "id":
-            options.append(
-                with_loader_criteria(mapper.class_, lambda cls: cls.id == org, include_aliases=True)
+            options[table] = with_loader_criteria(
+                mapper.class_, lambda cls: cls.id == org, include_aliases=True
             )
         elif column == "org_id":
-            options.append(
-                with_loader_criteria(
-                    mapper.class_, lambda cls: cls.org_id == org, include_aliases=True
-                )
+            options[table] = with_loader_criteria(
+                mapper.class_, lambda cls: cls.org_id == org, include_aliases=True
             )
-    return tuple(options)
+    return options
 
 
 def _flowstore_mapper(instance: object) -> Mapper[Any] | None:
@@ -137,7 +136,7 @@ class _Scope:
     """The listeners of one scoped session, and the identities it has seen through the scope."""
 
     org_id: uuid.UUID
-    criteria: tuple[LoaderCriteriaOption, ...]
+    criteria: dict[str, LoaderCriteriaOption]  # by table name
     trusted: set[Any] = field(default_factory=set)
 
     def refuse(self, message: str) -> TenantScopeError:
@@ -172,7 +171,8 @@ class _Scope:
                 raise self.refuse("bulk UPDATE by primary key is not checked; update entities")
             if _sets_tenant_column(statement):
                 raise self.refuse("an UPDATE may not move rows to another organization")
-        state.statement = statement.options(*self.criteria)
+        # the criteria of the tables the statement names (a lazy load runs its own statement)
+        state.statement = statement.options(*(self.criteria[name] for name in sorted(touched)))
 
     # -- objects ---------------------------------------------------------------------------
 
