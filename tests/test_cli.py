@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,14 @@ def run_cli(
         timeout=timeout,
         check=False,
     )
+
+
+def run_concurrently(
+    *commands: list[str], env: dict[str, str] | None = None
+) -> list[subprocess.CompletedProcess[str]]:
+    """Run independent CLI commands side by side (the suite's time is mostly process start)."""
+    with ThreadPoolExecutor(max_workers=len(commands)) as pool:
+        return list(pool.map(lambda command: run_cli(*command, env=env), commands))
 
 
 def assert_ok(result: subprocess.CompletedProcess[str]) -> str:
@@ -136,17 +145,21 @@ def test_migration_lifecycle(lifecycle_url: str) -> None:
 
     upgraded = assert_ok(run_cli("db", "upgrade", "--url", database_url))
     assert f"to {head} (head)" in upgraded
-    assert assert_ok(run_cli("--url", database_url, "db", "current")).strip() == f"{head} (head)"
 
-    history = assert_ok(run_cli("db", "history", "--url", database_url)).splitlines()
+    current_, history_, check_, ping_, stats_ = run_concurrently(
+        ["--url", database_url, "db", "current"],
+        ["db", "history", "--url", database_url],
+        ["db", "check", "--url", database_url],
+        ["ping", "--url", database_url],
+        ["stats", "--json", "--url", database_url],
+    )
+    assert assert_ok(current_).strip() == f"{head} (head)"
+    history = assert_ok(history_).splitlines()
     assert [line.split(" -> ")[1].split()[0].rstrip(":") for line in history] == REVISIONS[::-1]
     assert "(head, current)" in history[0]
-
-    checked = assert_ok(run_cli("db", "check", "--url", database_url))
-    assert f"at head {head}; the schema matches the models" in checked
-    assert "ok (" in assert_ok(run_cli("ping", "--url", database_url))
-
-    stats = json.loads(assert_ok(run_cli("stats", "--json", "--url", database_url)))
+    assert f"at head {head}; the schema matches the models" in assert_ok(check_)
+    assert "ok (" in assert_ok(ping_)
+    stats = json.loads(assert_ok(stats_))
     assert stats["revision"] == head
     assert set(stats["tables"]) == set(Base.metadata.tables)
     assert set(stats["tables"].values()) == {0}
@@ -170,11 +183,7 @@ def test_url_from_the_environment_and_no_password_shown(database_url: str) -> No
     results.append(run_cli("db", "current", env=env))
     assert assert_ok(results[-1]).strip() == f"{head_revision()} (head)"
     assert "note:" not in results[-1].stderr
-    results += [
-        run_cli("ping", env=env),
-        run_cli("stats", env=env),
-        run_cli("db", "check", env=env),
-    ]
+    results += run_concurrently(["ping"], ["stats"], ["db", "check"], env=env)
     for result in results:
         assert_ok(result)
         assert PASSWORD not in result.stdout + result.stderr
@@ -229,15 +238,16 @@ def test_a_database_ahead_of_the_code_is_refused(database_url: str) -> None:
     with migrated(database_url) as store, store.engine.begin() as conn:
         conn.execute(text(f"UPDATE alembic_version SET version_num = '{UNKNOWN_REVISION}'"))
 
-    for command in (
-        ["db", "current"],
-        ["db", "check"],
-        ["db", "upgrade"],
-        ["db", "downgrade", "base"],
-    ):
-        error = assert_one_line_error(run_cli(*command, "--url", database_url))
+    *refused, history = run_concurrently(
+        ["db", "current", "--url", database_url],
+        ["db", "check", "--url", database_url],
+        ["db", "upgrade", "--url", database_url],
+        ["db", "downgrade", "base", "--url", database_url],
+        ["db", "history", "--url", database_url],
+    )
+    for result in refused:
+        error = assert_one_line_error(result)
         assert f"the database is ahead of this code: its revision '{UNKNOWN_REVISION}'" in error
-    history = run_cli("db", "history", "--url", database_url)
     assert "ahead of this code" in assert_one_line_error(history)
     assert head_revision() in history.stdout
 
@@ -249,8 +259,11 @@ def test_a_database_ahead_of_the_code_is_refused(database_url: str) -> None:
 
 def test_a_wrong_revision_is_one_line(database_url: str) -> None:
     assert_ok(run_cli("db", "upgrade", "--url", database_url))
-    for command in (["db", "upgrade", "nosuchrev"], ["db", "downgrade", "nosuchrev"]):
-        error = assert_one_line_error(run_cli(*command, "--url", database_url))
+    for result in run_concurrently(
+        ["db", "upgrade", "nosuchrev", "--url", database_url],
+        ["db", "downgrade", "nosuchrev", "--url", database_url],
+    ):
+        error = assert_one_line_error(result)
         assert "'nosuchrev'" in error
         assert "flowstore db history" in error
     with Store(database_url) as store:
@@ -276,10 +289,11 @@ def test_downgrade_needs_a_revision(tmp_path: Path) -> None:
 )
 def test_bad_urls_fail_in_one_line_without_the_password(url: str, expected: str) -> None:
     url = url.format(password=PASSWORD, port=closed_port())
-    by_option = run_cli("ping", "--url", url, timeout=60)
-    assert expected in assert_one_line_error(by_option, PASSWORD)
-    by_env = run_cli("db", "upgrade", env=cli_env(FLOWSTORE_DATABASE_URL=url), timeout=60)
-    assert expected in assert_one_line_error(by_env, PASSWORD)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        by_option = pool.submit(run_cli, "ping", "--url", url)
+        by_env = pool.submit(run_cli, "db", "upgrade", env=cli_env(FLOWSTORE_DATABASE_URL=url))
+        assert expected in assert_one_line_error(by_option.result(), PASSWORD)
+        assert expected in assert_one_line_error(by_env.result(), PASSWORD)
 
 
 def test_a_missing_sqlite_file_is_not_created(tmp_path: Path) -> None:
