@@ -14,6 +14,7 @@ import re
 import shlex
 import subprocess
 import sys
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,9 +29,10 @@ README = REPO_ROOT / "README.md"
 TEXT = README.read_text(encoding="utf-8")
 
 _BLOCK = re.compile(
-    r"(?:<!--\s*readme-test:\s*(?P<mode>[\w-]+)\s*-->\s*\n)?^```(?P<lang>\w*)\n(?P<code>.*?)^```",
+    r"(?:^[ ]*<!--\s*readme-test:\s*(?P<mode>[\w-]+)\s*-->\s*\n)?"
+    r"^(?P<indent>[ ]*)```(?P<lang>\w*)\n(?P<code>.*?)^(?P=indent)```",
     re.S | re.M,
-)
+)  # fenced blocks, also indented ones (inside list items), with an optional mode comment
 KNOWN_MODES = {"pytester"}
 
 
@@ -48,7 +50,12 @@ class Block:
 
 def blocks(lang: str | None = None) -> list[Block]:
     found = [
-        Block(m["lang"], m["code"], TEXT.count("\n", 0, m.start("code")) + 1, m["mode"])
+        Block(
+            m["lang"],
+            textwrap.dedent(m["code"]),
+            TEXT.count("\n", 0, m.start("code")) + 1,
+            m["mode"],
+        )
         for m in _BLOCK.finditer(TEXT)
     ]
     return [b for b in found if lang is None or b.lang == lang]
@@ -94,7 +101,7 @@ def test_python_example_runs(block: Block, tmp_path: Path) -> None:
 
 def test_it_starts_with_make_run_and_make_test() -> None:
     first = blocks()[0]
-    before = TEXT[: TEXT.index(first.code)]
+    before = TEXT[: TEXT.index("```")]
     assert "\n## " not in before  # the commands come before any section
     commands = [line.split("#")[0].strip() for line in first.code.splitlines()]
     assert commands[:2] == ["make run", "make test"]
