@@ -328,8 +328,9 @@ def run_worker(
     beat = threading.Thread(
         target=worker.heartbeat, args=(heartbeat_done,), name="flowstore-heartbeat", daemon=True
     )
-    log.info("worker on queue %r: %d thread(s), batch %d", queue, concurrency, batch)
     with _stop_on_signals(stop):
+        # logged once SIGTERM is handled, so whoever waits for this line may send it at once
+        log.info("worker on queue %r: %d thread(s), batch %d", queue, concurrency, batch)
         beat.start()
         for thread in threads:
             thread.start()
