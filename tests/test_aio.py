@@ -759,3 +759,24 @@ def test_migrations_through_the_async_engine(empty_database_url: str) -> None:
                 assert await uow.deployments.count() == 0
 
     asyncio.run(main())
+
+
+def test_a_scoped_async_unit_of_work_sees_only_its_organization(aio_url: str) -> None:
+    from flowstore import TenantScopeError
+
+    async def body(store: AsyncStore) -> None:
+        async with store.unit_of_work() as admin:
+            acme = await admin.organizations.add(Organization(name="Acme", slug="acme"))
+            globex = await admin.organizations.add(Organization(name="Globex", slug="globex"))
+            await admin.applications.create_with_api_key(globex.id, "globex-api")
+        async with store.unit_of_work(org_id=acme.id) as uow:
+            assert await uow.applications.count() == 0
+            mine, _key = await uow.applications.create_with_api_key(acme.id, "acme-api")
+            with pytest.raises(TenantScopeError):
+                await uow.applications.create_with_api_key(globex.id, "not-yours")
+            assert [o.id for o in await uow.organizations.list()] == [acme.id]
+        async with store.unit_of_work() as admin:
+            assert await admin.applications.count() == 2
+            assert (await admin.applications.get(mine.id)).org_id == acme.id
+
+    arun(aio_url, body)

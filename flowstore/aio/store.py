@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
@@ -27,6 +28,7 @@ from flowstore.errors import (
 )
 from flowstore.repositories import RepositoryContext
 from flowstore.store import RETRYABLE_ERRORS
+from flowstore.tenancy import coerce_org_id
 
 if TYPE_CHECKING:
     from flowstore.aio.queue import AsyncJobQueue
@@ -85,11 +87,15 @@ class AsyncStore:
 
     # -- units of work and queues ----------------------------------------------------------
 
-    def unit_of_work(self) -> AsyncUnitOfWork:
-        """A new unit of work (use it with ``async with``)."""
+    def unit_of_work(self, *, org_id: Any = None) -> AsyncUnitOfWork:
+        """A new unit of work (use it with ``async with``); ``org_id`` confines it to one
+        organization, as ``Store.unit_of_work(org_id=...)`` does."""
+        context = self._context
+        if org_id is not None:
+            context = replace(context, org_id=coerce_org_id(org_id))
         return AsyncUnitOfWork(
             self.session_factory,
-            self._context,
+            context,
             shield_steps=self._shield_steps,
             connect_early=self.is_memory,
             prepare=self._ensure_schema if self.is_memory else None,

@@ -42,6 +42,7 @@ from flowstore.repositories import (
     TemplateRepository,
     UserRepository,
 )
+from flowstore.tenancy import scope_session
 
 if TYPE_CHECKING:
     from flowstore.aio.queue import AsyncJobQueue
@@ -185,6 +186,8 @@ class AsyncUnitOfWork:
         if self._prepare is not None:
             await self._prepare()
         session = self._session_factory()
+        if self.context.org_id is not None:
+            scope_session(session.sync_session, self.context.org_id)
         self._session, self._repositories = session, {}
         if self._connect_early:
             # Take the single connection now, while waiting for it can still be cancelled.
