@@ -179,7 +179,9 @@ def build_engine(url: str | URL, settings: Settings, **overrides: Any) -> Engine
     try:
         engine = create_engine(parsed, **options)
     except (sa_exc.ArgumentError, sa_exc.NoSuchModuleError, TypeError, ValueError) as exc:
-        raise InvalidInputError(f"cannot use database URL {mask_secrets(str(parsed))}: {exc}") from None
+        raise InvalidInputError(
+            f"cannot use database URL {mask_secrets(str(parsed))}: {exc}"
+        ) from None
     if parsed.get_backend_name() == "sqlite":
         _install_sqlite_hooks(engine, settings, is_memory_sqlite(parsed))
     elif parsed.get_backend_name() in {"mysql", "mariadb"}:

@@ -65,7 +65,9 @@ class ConcurrencyError(FlowstoreError):
 
 
 _URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][\w+.-]*://[^:/@\s]*:)(?P<pw>[^@\s]*)(?P<tail>@)")
-_KV_PASSWORD = re.compile(r"(?P<head>\b(?:password|passwd|pwd)\s*=\s*)(?P<pw>'[^']*'|\"[^\"]*\"|\S+)", re.I)
+_KV_PASSWORD = re.compile(
+    r"(?P<head>\b(?:password|passwd|pwd)\s*=\s*)(?P<pw>'[^']*'|\"[^\"]*\"|\S+)", re.I
+)
 
 
 def mask_secrets(text: str) -> str:
@@ -85,7 +87,8 @@ def describe(value: object, limit: int = 80) -> str:
 
 # SQLSTATE classes and vendor codes that mean "try the transaction again".
 _RETRYABLE_SQLSTATES = {"40001", "40P01", "55P03"}  # serialization, deadlock, lock not available
-_RETRYABLE_MYSQL = {1205, 1213, 1412, 1637}  # lock wait timeout, deadlock, table def changed, too many txns
+# lock wait timeout, deadlock, table definition changed, too many transactions
+_RETRYABLE_MYSQL = {1205, 1213, 1412, 1637}
 _UNIQUE_SQLSTATE = "23505"
 _MYSQL_DUPLICATE = {1062, 1586}
 _MYSQL_CONNECTION = {2002, 2003, 2005, 2006, 2013, 2014, 2026, 2055, 1040, 1045, 1049, 1927}
@@ -213,8 +216,8 @@ def translate(exc: BaseException) -> FlowstoreError:
         )
     if isinstance(exc, sa_exc.StatementError):
         # Raised before the statement reached the driver: a value its column type refused.
-        orig = exc.orig
-        return InvalidInputError(f"invalid value: {mask_secrets(str(orig) if orig else str(exc))}")
+        cause: BaseException | None = exc.orig
+        return InvalidInputError(f"invalid value: {mask_secrets(str(cause or exc))}")
     if isinstance(exc, sa_exc.TimeoutError):
         # Every pooled connection stayed checked out for pool_timeout: none could be had.
         first = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__

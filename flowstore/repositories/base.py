@@ -12,7 +12,7 @@ import functools
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Concatenate, Generic, ParamSpec, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar, cast
 
 from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.orm import Session
@@ -34,9 +34,7 @@ from flowstore.spec import Spec, check_entity, coerce_value, column_for
 __all__ = ["OrderBy", "Repository", "RepositoryContext", "check_page", "coerce_id", "translated"]
 
 T = TypeVar("T", bound=Entity)
-P = ParamSpec("P")
-R = TypeVar("R")
-RepoT = TypeVar("RepoT", bound="Repository[Any]")
+F = TypeVar("F", bound=Callable[..., Any])
 
 OrderBy = str | Sequence[str] | None
 
@@ -49,17 +47,15 @@ class RepositoryContext:
     org_id: uuid.UUID | None = None
 
 
-def translated(
-    method: Callable[Concatenate[RepoT, P], R],
-) -> Callable[Concatenate[RepoT, P], R]:
+def translated(method: F) -> F:
     """Decorate a repository method so that only flowstore errors leave it."""
 
     @functools.wraps(method)
-    def wrapper(self: RepoT, /, *args: P.args, **kwargs: P.kwargs) -> R:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
         with translating():
-            return method(self, *args, **kwargs)
+            return method(*args, **kwargs)
 
-    return wrapper
+    return cast(F, wrapper)
 
 
 def coerce_id(value: Any) -> uuid.UUID | None:
@@ -253,7 +249,7 @@ class Repository(Generic[T]):
             clauses.append(column.is_(None) if coerced is None else column == coerced)
         return clauses
 
-    def _select(self, specs: Sequence[Spec], filters: dict[str, Any]) -> Select[tuple[T]]:
+    def _select(self, specs: Sequence[Spec], filters: dict[str, Any]) -> Select[Any]:
         return select(self.model).where(*self._criteria(specs, filters))
 
     def _ordering(self, order_by: OrderBy) -> builtins.list[Any]:
