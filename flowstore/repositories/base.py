@@ -220,6 +220,19 @@ class Repository(Generic[T]):
 
     # -- building blocks for subclasses ----------------------------------------------------
 
+    def _set_required(self, id: Any, field: str, value: Any) -> bool:
+        """Set one non-null field of the entity with this id and flush; ``False`` when there
+        is no such entity. The value is checked first (``InvalidInputError``)."""
+        new_value = coerce_value(column_for(self.model, field), field, value)
+        if new_value is None:
+            raise InvalidInputError(f"{field} is required")
+        entity = self.get_or_none(id)
+        if entity is None:
+            return False
+        setattr(entity, field, new_value)
+        self.session.flush()
+        return True
+
     def _check_entity(self, entity: Any) -> None:
         if not isinstance(entity, self.model):
             raise InvalidInputError(

@@ -39,12 +39,4 @@ class MachineRepository(Repository[Machine]):
     @translated
     def update_status(self, id: Any, status: MachineStatus | str) -> bool:
         """Set the machine's status; ``False`` when there is no such machine."""
-        new_status: MachineStatus = coerce_value(Machine.status, "status", status)
-        if new_status is None:
-            raise InvalidInputError("status is required")
-        machine = self.get_or_none(id)
-        if machine is None:
-            return False
-        machine.status = new_status
-        self.session.flush()
-        return True
+        return self._set_required(id, "status", status)

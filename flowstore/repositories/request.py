@@ -5,10 +5,9 @@ from __future__ import annotations
 import builtins
 from typing import Any
 
-from flowstore.errors import InvalidInputError
 from flowstore.models import ACTIVE_REQUEST_STATUSES, Request, RequestStatus
 from flowstore.repositories.base import Repository, translated
-from flowstore.spec import coerce_value, where
+from flowstore.spec import where
 
 
 class RequestRepository(Repository[Request]):
@@ -27,12 +26,4 @@ class RequestRepository(Repository[Request]):
     @translated
     def update_status(self, id: Any, status: RequestStatus | str) -> bool:
         """Set the request's status; ``False`` when there is no such request."""
-        new_status: RequestStatus = coerce_value(Request.status, "status", status)
-        if new_status is None:
-            raise InvalidInputError("status is required")
-        request = self.get_or_none(id)
-        if request is None:
-            return False
-        request.status = new_status
-        self.session.flush()
-        return True
+        return self._set_required(id, "status", status)
