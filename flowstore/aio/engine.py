@@ -154,5 +154,5 @@ def build_async_engine(url: str | URL, settings: Settings, **overrides: Any) -> 
     if isinstance(pool, GatedStaticPool):
         pool.gate.timeout = settings.pool_timeout
     if parsed.get_backend_name() == "sqlite":
-        _install_sqlite_hooks(engine.sync_engine, settings, memory, thread_gate=False)
+        _install_sqlite_hooks(engine.sync_engine, settings, memory)
     return engine
