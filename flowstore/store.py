@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
@@ -27,7 +26,6 @@ from flowstore.errors import (
     translating,
 )
 from flowstore.repositories import RepositoryContext
-from flowstore.tenancy import coerce_org_id
 from flowstore.uow import UnitOfWork
 
 if TYPE_CHECKING:
@@ -94,11 +92,8 @@ class Store:
         delete only that organization's rows and refuse others (``TenantScopeError``); see
         ``flowstore.tenancy``.
         """
-        if org_id is None:
-            return UnitOfWork(self.session_factory, self._context)
-        return UnitOfWork(
-            self.session_factory, replace(self._context, org_id=coerce_org_id(org_id))
-        )
+        context = self._context if org_id is None else self._context.for_org(org_id)
+        return UnitOfWork(self.session_factory, context)
 
     def run_in_transaction(
         self,

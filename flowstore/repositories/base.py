@@ -11,7 +11,7 @@ import builtins
 import functools
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
 from sqlalchemy import ColumnElement, Select, func, select
@@ -26,12 +26,20 @@ from flowstore.errors import (
     describe,
     translating,
 )
-from flowstore.models.base import Entity
+from flowstore.models.base import Entity, as_uuid
 from flowstore.repositories.bulk import insert_many
 from flowstore.repositories.pagination import Page, after_clause, encode_cursor
 from flowstore.spec import Spec, check_entity, coerce_value, column_for
 
-__all__ = ["OrderBy", "Repository", "RepositoryContext", "check_page", "coerce_id", "translated"]
+__all__ = [
+    "OrderBy",
+    "Repository",
+    "RepositoryContext",
+    "check_page",
+    "coerce_id",
+    "require_id",
+    "translated",
+]
 
 T = TypeVar("T", bound=Entity)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -45,6 +53,10 @@ class RepositoryContext:
 
     settings: Settings = field(default_factory=Settings)
     org_id: uuid.UUID | None = None
+
+    def for_org(self, org_id: Any) -> RepositoryContext:
+        """This context confined to one organization (``InvalidInputError`` for a bad id)."""
+        return replace(self, org_id=require_id(org_id, "org_id"))
 
 
 def translated(method: F) -> F:
@@ -60,14 +72,18 @@ def translated(method: F) -> F:
 
 def coerce_id(value: Any) -> uuid.UUID | None:
     """``value`` as a UUID, or ``None`` when it cannot be an id (so: not found)."""
-    if isinstance(value, uuid.UUID):
-        return value
-    if isinstance(value, str):
-        try:
-            return uuid.UUID(value)
-        except ValueError:
-            return None
-    return None
+    try:
+        return as_uuid(value)
+    except ValueError:
+        return None
+
+
+def require_id(value: Any, name: str) -> uuid.UUID:
+    """``value`` as a UUID; ``InvalidInputError`` naming ``name`` when it cannot be one."""
+    key = coerce_id(value)
+    if key is None:
+        raise InvalidInputError(f"{name} must be a UUID")
+    return key
 
 
 def check_page(name: str, value: int | None) -> int | None:

@@ -9,16 +9,11 @@ from sqlalchemy import case, select, true
 
 from flowstore.errors import InvalidInputError
 from flowstore.models import Policy
-from flowstore.repositories.base import Repository, coerce_id, translated
+from flowstore.repositories.base import Repository, require_id, translated
 
 
 def _level_id(name: str, value: Any) -> Any:
-    if value is None:
-        return None
-    key = coerce_id(value)
-    if key is None:
-        raise InvalidInputError(f"{name} must be a UUID")
-    return key
+    return None if value is None else require_id(value, name)
 
 
 class PolicyRepository(Repository[Policy]):
