@@ -51,6 +51,7 @@ Handler = Callable[[Job], Any]
 # Errors after which the database may answer again: back off and carry on.
 _TRANSIENT = (ConnectionFailedError, TransactionFailedError)
 _SETTLE_ATTEMPTS = 5
+_FAILED = (JobStatus.QUEUED, JobStatus.DEAD)
 
 
 def resolve_handler(handler: Handler | str) -> Handler:
@@ -200,16 +201,17 @@ class _Worker:
             self._settle(job, lambda: queue.acknowledge(job), "acknowledge")
         else:
             failure = error
-            self._settle(job, lambda: queue.fail(job, failure), "fail")
+            # a failed run settles as queued (to retry) or dead; any other status is the
+            # job's under a claim that is no longer ours
+            self._settle(job, lambda: queue.fail(job, failure) in _FAILED, "fail")
 
-    def _settle(self, job: Job, settle: Callable[[], Any], verb: str) -> None:
-        """Acknowledge or fail ``job``, riding out a short database outage."""
+    def _settle(self, job: Job, settle: Callable[[], bool], verb: str) -> None:
+        """Acknowledge or fail ``job``, riding out a short database outage. ``settle`` says
+        whether the job was settled under this worker's claim (a lost one is not raised)."""
         for attempt in range(1, _SETTLE_ATTEMPTS + 1):
             try:
-                settle()
-                return
-            except ConcurrencyError as exc:
-                log.error("job %s ran, but its lease was lost before it settled: %s", job.id, exc)
+                if not settle():
+                    log.error("job %s ran, but its lease was lost before it settled", job.id)
                 return
             except NotFoundError:
                 log.error("job %s vanished (purged?) before it could %s", job.id, verb)
