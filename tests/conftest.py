@@ -47,31 +47,27 @@ def server_database(request: pytest.FixtureRequest, backend: str, tag: str) -> T
     return database
 
 
-@pytest.fixture(scope="session")
-def server_stores(request: pytest.FixtureRequest) -> Iterator[dict[str, Store]]:
-    """Lazily created, migrated stores on the servers, one per backend, for the whole run."""
-    stores: dict[str, Store] = {}
+class _ServerStores(dict[str, Store]):
+    """backend -> a migrated store on that server's throwaway database, made on first use."""
 
-    def get(backend: str) -> Store:
-        if backend not in stores:
-            database = server_database(request, backend, "suite")
-            store = Store(database.url)
-            store.upgrade()
-            stores[backend] = store
-        return stores[backend]
-
-    yield _LazyStores(get)
-    for store in stores.values():
-        store.close()
-
-
-class _LazyStores(dict[str, Store]):
-    def __init__(self, getter: object) -> None:
+    def __init__(self, request: pytest.FixtureRequest) -> None:
         super().__init__()
-        self._getter = getter
+        self._request = request
 
     def __missing__(self, backend: str) -> Store:
-        return self._getter(backend)  # type: ignore[operator, no-any-return]
+        store = Store(server_database(self._request, backend, "suite").url)
+        store.upgrade()
+        self[backend] = store
+        return store
+
+
+@pytest.fixture(scope="session")
+def server_stores(request: pytest.FixtureRequest) -> Iterator[dict[str, Store]]:
+    """Migrated stores on the servers, one per backend, for the whole run."""
+    stores = _ServerStores(request)
+    yield stores
+    for store in stores.values():
+        store.close()
 
 
 def empty_tables(store: Store) -> None:
