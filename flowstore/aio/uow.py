@@ -155,8 +155,8 @@ class AsyncUnitOfWork:
         return await self._step(session.run_sync(work))
 
     async def _run_call(self, call: Callable[[], R]) -> R:
-        session = self.session
-        return await self._step(session.run_sync(lambda _sync_session: call()))
+        """The proxies' runner: ``call()`` as :meth:`run` runs work."""
+        return await self.run(lambda _sync_session: call())
 
     async def _step(self, step: Awaitable[R]) -> R:
         """Await one database step: shielded if so configured, errors translated."""
