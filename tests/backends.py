@@ -13,7 +13,9 @@ import os
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import URL, Connection, create_engine, make_url, text
+from sqlalchemy import URL, create_engine, make_url, text
+
+from flowstore.schema import table_options
 
 ALL_BACKENDS = ("sqlite", "sqlite_file", "postgresql", "mysql")
 SERVER_BACKENDS = ("postgresql", "mysql")
@@ -60,15 +62,6 @@ class ThrowawayDatabase:
             engine.dispose()
 
 
-def mysql_collation(conn: Connection) -> str:
-    """The binary, no-pad utf8mb4 collation docs/backends.md asks for: strings compare as
-    on PostgreSQL and SQLite (case and trailing spaces count)."""
-    version = str(conn.execute(text("SELECT VERSION()")).scalar_one())
-    if "mariadb" in version.lower():
-        return "utf8mb4_nopad_bin"
-    return "utf8mb4_0900_bin" if int(version.split(".")[0]) >= 8 else "utf8mb4_bin"
-
-
 def create_database(backend: str, tag: str = "t") -> ThrowawayDatabase:
     """Create an empty database on ``backend``'s server; raises if the server is down."""
     admin = make_url(ADMIN_URLS[backend])
@@ -83,7 +76,7 @@ def create_database(backend: str, tag: str = "t") -> ThrowawayDatabase:
             if backend == "postgresql":
                 conn.execute(text(f'CREATE DATABASE "{name}"'))
             else:
-                collation = mysql_collation(conn)
+                collation = table_options(conn.dialect)["mysql_collate"]
                 conn.execute(
                     text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE {collation}")
                 )
