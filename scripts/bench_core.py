@@ -29,7 +29,7 @@ import sqlalchemy  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
 from flowstore import Store  # noqa: E402
-from tests.backends import ThrowawayDatabase, create_database  # noqa: E402
+from tests.backends import create_database  # noqa: E402
 
 #: The backends ``make bench`` knows: a SQLite file, and the two servers.
 BACKENDS = ("sqlite", "postgresql", "mysql")
@@ -145,23 +145,18 @@ def format_time(seconds: float, unit: str) -> str:
 
 @contextmanager
 def throwaway_store(backend: str, tag: str = "bench") -> Iterator[Store]:
-    """A migrated store on a new, empty database of ``backend`` (a temporary SQLite file, or a
-    throwaway database on the server), dropped afterwards."""
-    database: ThrowawayDatabase | None = None
-    with tempfile.TemporaryDirectory(prefix="flowstore-bench-") as tmp:
-        if backend == "sqlite":
-            url: Any = f"sqlite:///{Path(tmp) / 'bench.sqlite3'}"
-        else:
-            database = create_database(backend, tag)
-            url = database.url
-        store = Store(url)
+    """A migrated store on a new, empty database of ``backend`` (``throwaway_url``), dropped
+    afterwards."""
+    cleanups: list[Callable[[], None]] = []
+    try:
+        store = Store(throwaway_url(backend, tag, cleanups))
         try:
-            store.upgrade()
             yield store
         finally:
             store.close()
-            if database is not None:
-                database.drop()
+    finally:
+        for cleanup in reversed(cleanups):
+            cleanup()
 
 
 def throwaway_url(backend: str, tag: str, keep: list[Callable[[], None]]) -> str:
