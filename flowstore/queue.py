@@ -46,7 +46,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, Unpack, cast
 
 from sqlalchemy import (
     ColumnElement,
@@ -317,6 +317,17 @@ def _lost(claim: _Claim, status: JobStatus, verb: str) -> LostClaimError:
         claim.id,
         status,
     )
+
+
+class QueueOptions(TypedDict, total=False):
+    """The keyword options of a queue (``QueueCore``'s, with its defaults), which
+    ``JobQueue`` and ``JobQueue.in_session`` pass on as they are."""
+
+    lease_seconds: float
+    backoff_base: float
+    backoff_max: float
+    worker_id: str | None
+    clock: Callable[[], datetime] | None
 
 
 class QueueCore:
@@ -737,49 +748,19 @@ class JobQueue:
     _session: Session | None
 
     def __init__(
-        self,
-        store: Store,
-        name: str = "default",
-        *,
-        lease_seconds: float = 30,
-        backoff_base: float = DEFAULT_BACKOFF_BASE,
-        backoff_max: float = DEFAULT_BACKOFF_MAX,
-        worker_id: str | None = None,
-        clock: Callable[[], datetime] | None = None,
+        self, store: Store, name: str = "default", **options: Unpack[QueueOptions]
     ) -> None:
-        self.core = QueueCore(
-            name,
-            lease_seconds=lease_seconds,
-            backoff_base=backoff_base,
-            backoff_max=backoff_max,
-            worker_id=worker_id,
-            clock=clock,
-        )
+        self.core = QueueCore(name, **options)
         self._store = store
         self._session = None
 
     @classmethod
     def in_session(
-        cls,
-        session: Session,
-        name: str = "default",
-        *,
-        lease_seconds: float = 30,
-        backoff_base: float = DEFAULT_BACKOFF_BASE,
-        backoff_max: float = DEFAULT_BACKOFF_MAX,
-        worker_id: str | None = None,
-        clock: Callable[[], datetime] | None = None,
+        cls, session: Session, name: str = "default", **options: Unpack[QueueOptions]
     ) -> JobQueue:
         """The queue ``name`` working in ``session``'s transaction (it never commits it)."""
         queue = cls.__new__(cls)
-        queue.core = QueueCore(
-            name,
-            lease_seconds=lease_seconds,
-            backoff_base=backoff_base,
-            backoff_max=backoff_max,
-            worker_id=worker_id,
-            clock=clock,
-        )
+        queue.core = QueueCore(name, **options)
         queue._store = None
         queue._session = session
         return queue
