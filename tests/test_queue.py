@@ -93,13 +93,13 @@ def test_acknowledge_marks_the_job_done(store: Store, clock: Clock) -> None:
     claimed = queue.dequeue()
     assert claimed is not None
 
-    queue.acknowledge(job_id)
+    assert queue.acknowledge(job_id) is True
 
     done = queue.get(job_id)
     assert done.status is JobStatus.DONE
     assert done.finished_at == clock.now
     assert done.lease_expires_at is None
-    queue.acknowledge(claimed)  # again, under the same claim: nothing to do
+    assert queue.acknowledge(claimed) is True  # again, under the same claim: nothing to do
     assert queue.dequeue() is None
 
 
