@@ -301,9 +301,10 @@ class AuditWriter:
         else:
             raise InvalidInputError("an audit entry is an AuditLog or a mapping of its fields")
         if self._org_id is not None:
-            if values["org_id"] is None:
-                values["org_id"] = self._org_id
-            if coerce_value(_TABLE.c.org_id, "org_id", values["org_id"]) != self._org_id:
+            given = self._org_id if values["org_id"] is None else values["org_id"]
+            # kept coerced, so the UUID check below does not coerce it again
+            values["org_id"] = coerce_value(_TABLE.c.org_id, "org_id", given)
+            if values["org_id"] != self._org_id:
                 raise InvalidInputError("this audit writer writes one organization's entries")
         for name in _REQUIRED:
             if values[name] is None:
