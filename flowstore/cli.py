@@ -121,11 +121,28 @@ def _require_known(state: RevisionState) -> None:
         raise CommandFailed(state.unknown_message())
 
 
+def _known_state(store: Store) -> RevisionState:
+    """The store's revision state, refused when this version does not ship its revision."""
+    state = revision_state(store)
+    _require_known(state)
+    return state
+
+
 def _require_migrated(state: RevisionState) -> None:
     """Refuse a database that was never migrated, or is ahead of this version."""
     if not state.migrated:
         raise CommandFailed("the database is not migrated: run `flowstore db upgrade` first")
     _require_known(state)
+
+
+def _require_at_head(state: RevisionState, before: str = "") -> None:
+    """Refuse a database that is not exactly at this version's head; ``before`` ends the hint."""
+    _require_migrated(state)
+    if not state.at_head:
+        raise CommandFailed(
+            f"the database is at {state.current}, behind head {state.head}: "
+            f"run `flowstore db upgrade`{before}"
+        )
 
 
 # -- opening the database --------------------------------------------------------------------
@@ -188,8 +205,7 @@ def _note(message: str) -> None:
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     """``db upgrade [REV]``: migrate up; a SQLite file is created if missing."""
     with _open_store(args, create=True) as store:
-        before = revision_state(store)
-        _require_known(before)
+        before = _known_state(store)
         store.upgrade(args.revision)
         after = revision_state(store)
         if after.current == before.current:
@@ -203,8 +219,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 def cmd_db_downgrade(args: argparse.Namespace) -> int:
     """``db downgrade REV``: migrate down (``base`` removes every flowstore table)."""
     with _open_store(args) as store:
-        before = revision_state(store)
-        _require_known(before)
+        before = _known_state(store)
         if not before.migrated:
             raise CommandFailed("the database is not migrated: there is nothing to downgrade")
         store.downgrade(args.revision)
@@ -217,9 +232,7 @@ def cmd_db_downgrade(args: argparse.Namespace) -> int:
 def cmd_db_current(args: argparse.Namespace) -> int:
     """``db current``: the database's revision and how it stands against head."""
     with _open_store(args) as store:
-        state = revision_state(store)
-        _require_known(state)
-        print(state.describe())
+        print(_known_state(store).describe())
     return EXIT_OK
 
 
@@ -249,12 +262,7 @@ def cmd_db_check(args: argparse.Namespace) -> int:
     """``db check``: succeed only at head with a schema that matches the models (a CD gate)."""
     with _open_store(args) as store:
         state = revision_state(store)
-        _require_migrated(state)
-        if not state.at_head:
-            raise CommandFailed(
-                f"the database is at {state.current}, behind head {state.head}: "
-                "run `flowstore db upgrade`"
-            )
+        _require_at_head(state)
         with store.engine.connect() as conn, warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             context = MigrationContext.configure(
@@ -423,13 +431,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
                 f"set {URL_ENV} or pass --url (the in-memory default is private to a process)"
             )
         store.ping()
-        state = revision_state(store)
-        _require_migrated(state)
-        if not state.at_head:
-            raise CommandFailed(
-                f"the database is at {state.current}, behind head {state.head}: "
-                "run `flowstore db upgrade` before starting workers"
-            )
+        _require_at_head(revision_state(store), " before starting workers")
         args.url = store.url.render_as_string(hide_password=False)
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # handlers of the project the worker runs in
@@ -446,8 +448,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from flowstore.demo import run_demo
 
     with _open_store(args, default=f"sqlite:///{DEMO_FILE}", create=True) as store:
-        state = revision_state(store)
-        _require_known(state)
+        _known_state(store)
         run_demo(store, out=sys.stdout)
     return EXIT_OK
 
