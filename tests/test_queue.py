@@ -666,6 +666,12 @@ def test_handler_reference_resolves() -> None:
 
 
 def test_bad_worker_options_are_invalid(store: Store) -> None:
-    for options in ({"concurrency": 0}, {"batch": 0}, {"lease_seconds": 0}, {"max_jobs": -1}):
+    bad: list[dict[str, Any]] = [
+        {"concurrency": 0},
+        {"batch": 0},
+        {"lease_seconds": 0},
+        {"max_jobs": -1},
+    ]
+    for options in bad:
         with pytest.raises(InvalidInputError):
             run_worker(store, "work", lambda job: None, **options)
