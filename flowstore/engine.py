@@ -141,13 +141,17 @@ class _GatedStaticPool(StaticPool):
             self._owner = None
             self._cond.notify()
 
+    def recreate(self) -> _GatedStaticPool:
+        """The pool ``engine.dispose()`` puts in place: it keeps the configured wait."""
+        pool = super().recreate()
+        assert isinstance(pool, _GatedStaticPool)
+        pool.gate_timeout = self.gate_timeout
+        return pool
 
-def _install_sqlite_hooks(
-    engine: Engine, settings: Settings, memory: bool, *, thread_gate: bool = True
-) -> None:
-    """Pragmas and BEGIN on every connection. The in-memory thread gate is the pool class
-    (``_GatedStaticPool``); ``thread_gate=False`` is for callers that bring their own pool
-    (flowstore.aio gates tasks, not threads, and passes ``engine.sync_engine``)."""
+
+def _install_sqlite_hooks(engine: Engine, settings: Settings, memory: bool) -> None:
+    """Pragmas and BEGIN on every connection (flowstore.aio installs them on
+    ``engine.sync_engine``)."""
     busy_ms = int(settings.sqlite_busy_timeout_ms)
 
     @event.listens_for(engine, "connect")
@@ -167,9 +171,6 @@ def _install_sqlite_hooks(
     def _on_begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN")
 
-    if thread_gate and isinstance(engine.pool, _GatedStaticPool):
-        engine.pool.gate_timeout = settings.pool_timeout
-
 
 def build_engine(url: str | URL, settings: Settings, **overrides: Any) -> Engine:
     """A configured synchronous engine for ``url``; ``overrides`` go to ``create_engine``."""
@@ -182,6 +183,8 @@ def build_engine(url: str | URL, settings: Settings, **overrides: Any) -> Engine
         raise InvalidInputError(
             f"cannot use database URL {mask_secrets(str(parsed))}: {exc}"
         ) from None
+    if isinstance(engine.pool, _GatedStaticPool):
+        engine.pool.gate_timeout = settings.pool_timeout
     if parsed.get_backend_name() == "sqlite":
         _install_sqlite_hooks(engine, settings, is_memory_sqlite(parsed))
     elif parsed.get_backend_name() in {"mysql", "mariadb"}:

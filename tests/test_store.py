@@ -158,3 +158,10 @@ def test_unknown_revisions_are_invalid_input(tmp_path: Path) -> None:
         with pytest.raises(InvalidInputError):
             store.downgrade("nope")
         assert store.current_revision() is None  # nothing was applied
+
+
+def test_the_in_memory_wait_survives_dispose() -> None:
+    store = Store(settings=Settings(pool_timeout=2))
+    assert store.engine.pool.gate_timeout == 2  # type: ignore[attr-defined]
+    store.close()  # engine.dispose() replaces the pool
+    assert store.engine.pool.gate_timeout == 2  # type: ignore[attr-defined]
