@@ -153,8 +153,8 @@ def test_workers_drain_every_job_once_while_one_is_killed(
         JobStatus.DEAD: 0,
     }
     by_job: dict[uuid.UUID, list[tuple[int, int]]] = defaultdict(list)
-    for job_id, attempts, pid in runs(record_dir):
-        by_job[job_id].append((attempts, pid))
+    for job_id, attempt, pid in runs(record_dir):
+        by_job[job_id].append((attempt, pid))
     assert set(by_job) == ids  # none lost
     twice = {job_id: sorted(ran) for job_id, ran in by_job.items() if len(ran) > 1}
     assert len(twice) <= victim.capacity
