@@ -38,6 +38,13 @@ R = TypeVar("R")
 RETRYABLE_ERRORS: tuple[type[FlowstoreError], ...] = (TransactionFailedError, ConcurrencyError)
 
 
+def check_attempts(attempts: Any) -> int:
+    """``run_in_transaction``'s ``attempts``: an integer of at least 1, else InvalidInputError."""
+    if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+        raise InvalidInputError(f"attempts must be an integer of at least 1, got {attempts!r}")
+    return attempts
+
+
 class Store:
     """Entry point to one database.
 
@@ -110,8 +117,7 @@ class Store:
         ``attempts`` times in all, with jittered exponential backoff; the last error is raised.
         ``work`` must be safe to run again: everything it read is read anew.
         """
-        if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
-            raise InvalidInputError(f"attempts must be an integer of at least 1, got {attempts!r}")
+        check_attempts(attempts)
         for attempt in range(1, attempts + 1):
             try:
                 with self.unit_of_work() as uow:

@@ -780,3 +780,14 @@ def test_a_scoped_async_unit_of_work_sees_only_its_organization(aio_url: str) ->
             assert (await admin.applications.get(mine.id)).org_id == acme.id
 
     arun(aio_url, body)
+
+
+def test_run_in_transaction_refuses_bad_attempts_like_the_sync_face() -> None:
+    from flowstore import InvalidInputError
+
+    async def body() -> None:
+        async with AsyncStore() as store:
+            with pytest.raises(InvalidInputError):
+                await store.run_in_transaction(lambda uow: None, attempts=0)
+
+    asyncio.run(body())

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
@@ -27,8 +26,7 @@ from flowstore.errors import (
     translating,
 )
 from flowstore.repositories import RepositoryContext
-from flowstore.store import RETRYABLE_ERRORS
-from flowstore.tenancy import coerce_org_id
+from flowstore.store import RETRYABLE_ERRORS, check_attempts
 
 if TYPE_CHECKING:
     from flowstore.aio.queue import AsyncJobQueue
@@ -90,9 +88,7 @@ class AsyncStore:
     def unit_of_work(self, *, org_id: Any = None) -> AsyncUnitOfWork:
         """A new unit of work (use it with ``async with``); ``org_id`` confines it to one
         organization, as ``Store.unit_of_work(org_id=...)`` does."""
-        context = self._context
-        if org_id is not None:
-            context = replace(context, org_id=coerce_org_id(org_id))
+        context = self._context if org_id is None else self._context.for_org(org_id)
         return AsyncUnitOfWork(
             self.session_factory,
             context,
@@ -112,8 +108,7 @@ class AsyncStore:
         """``await work(uow)`` in a unit of work, again on a retryable failure (as
         :meth:`flowstore.Store.run_in_transaction`: jittered exponential backoff, the last
         error raised; ``work`` must be safe to run again)."""
-        if attempts < 1:
-            raise ValueError("attempts must be at least 1")
+        check_attempts(attempts)
         for attempt in range(1, attempts + 1):
             try:
                 async with self.unit_of_work() as uow:
