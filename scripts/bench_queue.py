@@ -36,7 +36,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from multiprocessing.synchronize import Event
-from typing import Any
+from typing import Any, TypedDict
 
 from bench_core import rows_table, throwaway_url
 from sqlalchemy import delete, make_url
@@ -48,8 +48,17 @@ from flowstore.queue import JobQueue
 QUEUE = "bench"
 BATCH = 20
 WORKERS = (1, 2, 4)
-FULL = {"window": 1.5, "backlog": 6000}
-QUICK = {"window": 0.6, "backlog": 3000}
+
+
+class Sizes(TypedDict):
+    """How long each case is measured (seconds) and how many jobs wait at its start."""
+
+    window: float
+    backlog: int
+
+
+FULL: Sizes = {"window": 1.5, "backlog": 6000}
+QUICK: Sizes = {"window": 0.6, "backlog": 3000}
 
 Loop = Callable[[str, int, Event, Event], int]
 
@@ -245,7 +254,11 @@ def measure_loop(
     """Run ``loop`` in ``workers`` processes for ``window`` seconds: (jobs, seconds)."""
     _top_up(store, backlog)
     store.engine.dispose()  # no pooled connection crosses the fork
-    context = multiprocessing.get_context("fork" if sys.platform != "win32" else "spawn")
+    context = (
+        multiprocessing.get_context("spawn")
+        if sys.platform == "win32"
+        else multiprocessing.get_context("fork")
+    )
     start, stop, results = context.Event(), context.Event(), context.Queue()
     processes = [
         context.Process(target=_child, args=(loop, url, batch, start, stop, results))
