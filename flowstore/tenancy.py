@@ -36,6 +36,7 @@ from sqlalchemy.sql import visitors
 
 from flowstore.errors import InvalidInputError, TenantScopeError
 from flowstore.models import Base, Organization
+from flowstore.repositories.base import require_id
 
 __all__ = [
     "TenantScopeError",
@@ -50,14 +51,7 @@ _INFO_KEY = "flowstore.tenant_scope"
 
 def coerce_org_id(value: Any) -> uuid.UUID:
     """``value`` as an organization id (a UUID or its string form); else ``InvalidInputError``."""
-    if isinstance(value, uuid.UUID):
-        return value
-    if isinstance(value, str):
-        try:
-            return uuid.UUID(value)
-        except ValueError:
-            pass
-    raise InvalidInputError("org_id must be a UUID")
+    return require_id(value, "org_id")
 
 
 def tenant_column(table: Table | str) -> str | None:
