@@ -34,7 +34,7 @@ import flowstore
 from flowstore import schema
 from flowstore.config import Settings
 from flowstore.engine import is_memory_sqlite, normalize_url
-from flowstore.errors import FlowstoreError, mask_secrets
+from flowstore.errors import FlowstoreError, mask_secrets, translate
 from flowstore.models import Base, Job
 from flowstore.store import Store
 from flowstore.worker import add_arguments as add_worker_arguments
@@ -607,8 +607,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return _fail(f"invalid configuration: {problems}", args)
     except sa_exc.SQLAlchemyError as exc:
-        from flowstore.errors import translate
-
         return _fail(str(translate(exc)), args)
     except Exception as exc:  # the command line's last line of defence: still one line
         return _fail(f"unexpected {type(exc).__name__}: {exc}", args)
