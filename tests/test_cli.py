@@ -100,8 +100,14 @@ def empty_database(backend: str, tmp_path: Path) -> Iterator[str]:
     if backend == "sqlite_file":
         yield f"sqlite:///{tmp_path / 'cli.sqlite3'}"
         return
+    yield from server_database_url(backend, "cli")
+
+
+def server_database_url(backend: str, tag: str) -> Iterator[str]:
+    """The URL of a throwaway database on ``backend``'s server, dropped afterwards; an
+    unreachable server skips the test locally and fails it in CI."""
     try:
-        database = create_database(backend, "cli")
+        database = create_database(backend, tag)
     except Exception as exc:
         reason = f"{backend} unreachable: {type(exc).__name__}: {str(exc).splitlines()[0]}"
         if in_ci():

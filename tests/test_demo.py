@@ -16,9 +16,8 @@ from flowstore import Store
 from flowstore.demo import DEMO_QUEUE, ORG_SLUG, TRAFFIC, mask_key, run_demo
 from flowstore.models import DeploymentNode, DeploymentStatus, Job, JobStatus
 from flowstore.schema import head_revision
-from tests.backends import create_database, in_ci
 from tests.conftest import BACKENDS
-from tests.test_cli import assert_ok, cli_env, run_cli
+from tests.test_cli import assert_ok, cli_env, run_cli, server_database_url
 
 RAW_KEY = re.compile(r"fs_[A-Za-z0-9_-]{20,}")
 
@@ -117,17 +116,7 @@ def test_the_demo_follows_the_configured_url(tmp_path: Path) -> None:
 def postgresql_url() -> Iterator[str]:
     if "postgresql" not in BACKENDS:
         pytest.skip("postgresql is not among FLOWSTORE_TEST_BACKENDS")
-    try:
-        database = create_database("postgresql", "demo")
-    except Exception as exc:
-        reason = f"postgresql unreachable: {type(exc).__name__}: {str(exc).splitlines()[0]}"
-        if in_ci():
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
-    try:
-        yield database.url.render_as_string(hide_password=False)
-    finally:
-        database.drop()
+    yield from server_database_url("postgresql", "demo")
 
 
 def test_the_demo_on_postgresql(postgresql_url: str, tmp_path: Path) -> None:
