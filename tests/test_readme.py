@@ -9,7 +9,6 @@ is a test module, run by pytest with flowstore's installed plugin. No block is s
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import subprocess
@@ -23,6 +22,7 @@ from pydantic import SecretStr
 
 from flowstore.cli import build_parser
 from flowstore.config import Settings
+from tests.test_cli import cli_env
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 README = REPO_ROOT / "README.md"
@@ -65,13 +65,9 @@ PYTHON_BLOCKS = blocks("python")
 SHELL_BLOCKS = blocks("sh")
 
 
-def clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("FLOWSTORE_")}
-
-
 def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        args, cwd=cwd, env=clean_env(), capture_output=True, text=True, timeout=300, check=False
+        args, cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=300, check=False
     )
 
 
