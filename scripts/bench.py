@@ -344,16 +344,14 @@ def list_group(store: Store, calls: int, table_size: int) -> Group:
         Case(f"flowstore list, offset {deep:,}", repeat(repository_list(deep)), per=calls),
     ]
     with store.unit_of_work() as uow:
-        repo: Any = uow.deployments
-        if hasattr(repo, "page"):
-            last = repo.list(status=running, limit=1, offset=deep - 1)[0]
-            cursor = repo.cursor_for(last)
+        last = uow.deployments.list(status=running, limit=1, offset=deep - 1)[0]
+        cursor = uow.deployments.cursor_for(last)
 
-            def keyset() -> None:
-                with store.unit_of_work() as uow:
-                    uow.deployments.list(status=running, limit=PAGE, after=cursor)
+    def keyset() -> None:
+        with store.unit_of_work() as uow:
+            uow.deployments.list(status=running, limit=PAGE, after=cursor)
 
-            cases.append(Case(f"flowstore list, keyset after row {deep:,}", repeat(keyset), calls))
+    cases.append(Case(f"flowstore list, keyset after row {deep:,}", repeat(keyset), calls))
     return Group(
         f"list: status = running, page of {PAGE}, {table_size:,} rows ({matching:,} match)",
         "us",
@@ -452,17 +450,15 @@ def audit_query_group(store: Store, calls: int, org: uuid.UUID, total: int) -> G
         Case(f"flowstore query, offset {deep:,}", repository(deep), per=calls),
     ]
     with store.unit_of_work() as uow:
-        repo: Any = uow.audit_logs
-        if hasattr(repo, "cursor_for"):
-            last = repo.query(org, since=since, until=until, limit=1, offset=deep - 1)[0]
-            cursor = repo.cursor_for(last)
+        last = uow.audit_logs.query(org, since=since, until=until, limit=1, offset=deep - 1)[0]
+        cursor = uow.audit_logs.cursor_for(last)
 
-            def keyset() -> None:
-                for _ in range(calls):
-                    with store.unit_of_work() as uow:
-                        uow.audit_logs.query(org, since=since, until=until, after=cursor)
+    def keyset() -> None:
+        for _ in range(calls):
+            with store.unit_of_work() as uow:
+                uow.audit_logs.query(org, since=since, until=until, after=cursor)
 
-            cases.append(Case(f"flowstore query, keyset after row {deep:,}", keyset, calls))
+    cases.append(Case(f"flowstore query, keyset after row {deep:,}", keyset, calls))
     return Group(
         f"audit query: one org, 10-day range ({matching:,} of {total:,} rows), 100 per page",
         "us",
