@@ -11,7 +11,7 @@ import builtins
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from sqlalchemy import Connection, Engine, event, select
+from sqlalchemy import Connection, event, select
 from sqlalchemy.orm import Mapper, ORMExecuteState, Session, object_session
 
 from flowstore.errors import InvalidInputError
@@ -137,10 +137,8 @@ class AuditLogRepository(Repository[AuditLog]):
         organization's entries."""
         from flowstore.audit_writer import AuditWriter
 
-        bind = self.session.get_bind()
-        engine = bind if isinstance(bind, Engine) else bind.engine
         options.setdefault("org_id", self.context.org_id)
-        return AuditWriter(engine, **options)
+        return AuditWriter(self.session.get_bind(), **options)  # it takes the bind's engine
 
     def update(self, entity: AuditLog) -> NoReturn:
         """Refused: the audit log is append-only."""
