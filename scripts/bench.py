@@ -590,17 +590,11 @@ def bench_backend(backend: str, sizes: Sizes, results: Results, servers: dict[st
 
 
 def run_others(backends: Sequence[str]) -> list[str]:
-    """Run the other engineers' ``bench_*`` modules that exist; their tables as Markdown."""
+    """Run the other ``bench_*`` modules; their tables as Markdown."""
     lines: list[str] = []
     for module_name, title, takes_backends in OTHER_MODULES:
         lines += ["", f"## {title} (`scripts/{module_name}.py`)", ""]
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            lines.append(f"_Not measured: scripts/{module_name}.py does not exist yet._")
-            continue
+        module = importlib.import_module(module_name)
         cleanups: list[Callable[[], None]] = []
         started = time.perf_counter()
         try:
