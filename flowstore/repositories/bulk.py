@@ -17,7 +17,7 @@ anything.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,15 +118,13 @@ def _events_in_the_way(session: Session, mapper: Mapper[Any]) -> bool:
 _PLAIN_TYPES: set[type[Any]] = {str, int, float, bool, type(None), dict, list}
 
 
-def _has_expression(values: Iterable[Any]) -> bool:
-    """Whether one of ``values`` is an SQL expression (the database would compute it)."""
-    for value in values:
-        kind = type(value)
-        if kind in _PLAIN_TYPES:
-            continue
-        if issubclass(kind, ClauseElement) or hasattr(kind, "__clause_element__"):
-            return True
-        _PLAIN_TYPES.add(kind)
+def _is_expression(value: Any) -> bool:
+    """Whether ``value`` (of a type not yet in ``_PLAIN_TYPES``) is an SQL expression (the
+    database would compute it); a type that is not is added to ``_PLAIN_TYPES``."""
+    kind = type(value)
+    if issubclass(kind, ClauseElement) or hasattr(kind, "__clause_element__"):
+        return True
+    _PLAIN_TYPES.add(kind)
     return False
 
 
@@ -152,7 +150,7 @@ def _fill(plan: _BulkPlan, states: list[Any]) -> tuple[list[dict[str, Any]], lis
             if value is _MISSING or (value is None and none_is_unset):
                 value = values[attribute] = default() if default is not None else None
                 mask |= bit
-            elif type(value) not in plain and _has_expression((value,)):
+            elif type(value) not in plain and _is_expression(value):
                 filled.append(mask)
                 _take_back(plan, states, filled)  # a SQL expression: the database computes it
                 return None
