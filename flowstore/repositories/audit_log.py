@@ -17,7 +17,7 @@ from sqlalchemy.orm import Mapper, ORMExecuteState, Session, object_session
 from flowstore.errors import InvalidInputError
 from flowstore.models import AuditLog
 from flowstore.repositories.base import Repository, check_page, translated
-from flowstore.repositories.pagination import Page, after_clause, encode_cursor
+from flowstore.repositories.pagination import Page, after_clause, fetch_page
 from flowstore.spec import coerce_value
 
 if TYPE_CHECKING:
@@ -119,15 +119,9 @@ class AuditLogRepository(Repository[AuditLog]):
         """``query()`` one page at a time: up to ``limit`` entries, newest first, after the
         cursor ``after``, and the next page's cursor (``None`` on the last page); one query.
         ``narrow`` takes ``query()``'s other keywords (application_id, since, ...)."""
-        size = check_page("limit", limit)
-        if not size:
-            raise InvalidInputError("limit must be at least 1")
         if "offset" in narrow:
             raise InvalidInputError("query_page pages with cursors, not offset")
-        items = self.query(org_id, limit=size + 1, after=after, **narrow)
-        more = len(items) > size
-        del items[size:]
-        return Page(items, encode_cursor(items[-1]) if more else None)
+        return fetch_page(limit, lambda n: self.query(org_id, limit=n, after=after, **narrow))
 
     def writer(self, **options: Any) -> AuditWriter:
         """A background writer of audit entries to this repository's database: ``write()``

@@ -28,7 +28,13 @@ from flowstore.errors import (
 )
 from flowstore.models.base import Entity, as_uuid
 from flowstore.repositories.bulk import insert_many
-from flowstore.repositories.pagination import Page, after_clause, encode_cursor
+from flowstore.repositories.pagination import (
+    Page,
+    after_clause,
+    check_page,
+    encode_cursor,
+    fetch_page,
+)
 from flowstore.spec import Spec, check_entity, coerce_value, column_for
 
 __all__ = [
@@ -84,14 +90,6 @@ def require_id(value: Any, name: str) -> uuid.UUID:
     if key is None:
         raise InvalidInputError(f"{name} must be a UUID")
     return key
-
-
-def check_page(name: str, value: int | None) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
-        raise InvalidInputError(f"{name} must be a non-negative 64-bit integer")
-    return value
 
 
 class Repository(Generic[T]):
@@ -166,13 +164,7 @@ class Repository(Generic[T]):
         """Up to ``limit`` entities after the cursor ``after`` (from the start without one), in
         the default order, and the next page's cursor (``None`` on the last page); one query.
         """
-        size = check_page("limit", limit)
-        if not size:
-            raise InvalidInputError("limit must be at least 1")
-        items = self.list(*specs, limit=size + 1, after=after, **filters)
-        more = len(items) > size
-        del items[size:]
-        return Page(items, encode_cursor(items[-1]) if more else None)
+        return fetch_page(limit, lambda n: self.list(*specs, limit=n, after=after, **filters))
 
     def cursor_for(self, entity: T) -> str:
         """The cursor just after ``entity``, for ``list(after=...)`` and ``page(after=...)``."""

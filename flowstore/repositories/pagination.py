@@ -19,6 +19,7 @@ import base64
 import binascii
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -27,7 +28,7 @@ from sqlalchemy import ColumnElement, and_, or_
 
 from flowstore.errors import InvalidInputError
 
-__all__ = ["Page", "after_clause", "decode_cursor", "encode_cursor"]
+__all__ = ["Page", "after_clause", "check_page", "decode_cursor", "encode_cursor", "fetch_page"]
 
 T = TypeVar("T")
 
@@ -40,6 +41,27 @@ class Page(Generic[T]):
 
     items: list[T]
     next_cursor: str | None
+
+
+def check_page(name: str, value: int | None) -> int | None:
+    """A ``limit`` or ``offset``: ``None``, or a non-negative 64-bit integer."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
+        raise InvalidInputError(f"{name} must be a non-negative 64-bit integer")
+    return value
+
+
+def fetch_page(limit: int, fetch: Callable[[int], list[T]]) -> Page[T]:
+    """One page of at most ``limit`` items: ``fetch(n)`` returns up to ``n`` in page order; one
+    item more than the page tells whether a next page exists (no count query)."""
+    size = check_page("limit", limit)
+    if not size:
+        raise InvalidInputError("limit must be at least 1")
+    items = fetch(size + 1)
+    more = len(items) > size
+    del items[size:]
+    return Page(items, encode_cursor(items[-1]) if more else None)
 
 
 def encode_cursor(entity: Any) -> str:
