@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import math
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -29,6 +29,7 @@ from sqlalchemy import (
     or_,
 )
 from sqlalchemy.orm import ColumnProperty
+from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.sqltypes import JSON
 
@@ -55,6 +56,7 @@ _MAX_PATTERN: Final = 10_000  # a LIKE pattern on a column without a declared le
 _MAX_JSON_DEPTH: Final = 64  # MySQL refuses documents nested deeper than 100
 _INT64: Final = 2**63
 _INT32: Final = 2**31
+_UNSET: Any = object()
 
 
 class Spec:
@@ -264,30 +266,146 @@ def check_json(field: str, value: Any) -> None:
     """A JSON value every backend stores and returns unchanged: string keys, finite numbers,
     64-bit integers, text without NUL, nesting below MySQL's limit."""
     stack: list[tuple[Any, int]] = [(value, 1)]
+    pop, push = stack.pop, stack.append
     while stack:
-        item, depth = stack.pop()
+        item, depth = pop()
         if depth > _MAX_JSON_DEPTH:
             raise InvalidInputError(f"{field!r}: JSON nested deeper than {_MAX_JSON_DEPTH}")
-        if item is None or isinstance(item, bool):
-            continue
-        if isinstance(item, str):
-            _check_text(field, item)
-        elif isinstance(item, int):
+        kind = type(item)  # exact types first: the common case costs one comparison
+        if kind is str:
+            if not item.isascii() or "\x00" in item:
+                _check_text(field, item)
+        elif kind is int:
             if not -_INT64 <= item < _INT64:
                 raise InvalidInputError(f"{field!r}: JSON integers must fit in 64 bits")
-        elif isinstance(item, float):
+        elif kind is dict:
+            for key, member in item.items():
+                if type(key) is not str:
+                    raise InvalidInputError(f"{field!r}: JSON object keys must be strings")
+                if not key.isascii() or "\x00" in key:
+                    _check_text(field, key)
+                push((member, depth + 1))
+        elif item is None or kind is bool:
+            continue
+        elif kind is float:
             if not math.isfinite(item):
                 raise InvalidInputError(f"{field!r}: JSON numbers must be finite")
-        elif isinstance(item, dict):
-            for key, member in item.items():
-                if not isinstance(key, str):
-                    raise InvalidInputError(f"{field!r}: JSON object keys must be strings")
-                _check_text(field, key)
-                stack.append((member, depth + 1))
-        elif isinstance(item, list | tuple):
-            stack.extend((member, depth + 1) for member in item)
+        elif kind is list or kind is tuple:
+            for member in item:
+                push((member, depth + 1))
         else:
-            raise InvalidInputError(f"{field!r}: {type(item).__name__} is not a JSON value")
+            _check_json_subclass(field, item, depth, push)
+
+
+def _check_json_subclass(field: str, item: Any, depth: int, push: Any) -> None:
+    """:func:`check_json` for an instance of a subclass of a JSON type (an ``IntEnum``, a
+    ``StrEnum``, an ``OrderedDict``): checked as its base type; anything else is refused."""
+    if isinstance(item, bool):
+        return
+    if isinstance(item, str):
+        _check_text(field, item)
+    elif isinstance(item, int):
+        if not -_INT64 <= item < _INT64:
+            raise InvalidInputError(f"{field!r}: JSON integers must fit in 64 bits")
+    elif isinstance(item, float):
+        if not math.isfinite(item):
+            raise InvalidInputError(f"{field!r}: JSON numbers must be finite")
+    elif isinstance(item, dict):
+        for key, member in item.items():
+            if not isinstance(key, str):
+                raise InvalidInputError(f"{field!r}: JSON object keys must be strings")
+            _check_text(field, key)
+            push((member, depth + 1))
+    elif isinstance(item, list | tuple):
+        for member in item:
+            push((member, depth + 1))
+    else:
+        raise InvalidInputError(f"{field!r}: {type(item).__name__} is not a JSON value")
+
+
+# How one column's value is checked before a write: (attribute, checker, whether None is
+# accepted on a new object, whether None is accepted on an existing one). A checker returns
+# the value (converted where unambiguous) or raises InvalidInputError.
+_ColumnCheck = tuple[str, Callable[[Any], Any], bool, bool]
+
+
+def _column_checker(column: Any, field: str) -> Callable[[Any], Any]:
+    """A checker for ``column`` that answers a value of exactly the right type in a few
+    comparisons and leaves every other value to :func:`coerce_value` (so both agree)."""
+    if isinstance(column.type, JSON):
+
+        def check_json_value(value: Any) -> Any:
+            check_json(field, value)
+            return value
+
+        return check_json_value
+
+    def slow(value: Any) -> Any:
+        return coerce_value(column, field, value)
+
+    python_type = _python_type(column.type)
+    if python_type is str:
+        length = getattr(column.type, "length", None) or math.inf
+
+        def check_text(value: Any) -> Any:
+            # ASCII text is valid Unicode: only NUL and the length are left to look at
+            plain = type(value) is str and value.isascii() and "\x00" not in value
+            return value if plain and len(value) <= length else slow(value)
+
+        return check_text
+    if python_type is datetime:
+
+        def check_time(value: Any) -> Any:
+            return value if type(value) is datetime and value.tzinfo is UTC else slow(value)
+
+        return check_time
+    if python_type is int:
+        bound = _int_bound(column.type)
+
+        def check_int(value: Any) -> Any:
+            return value if type(value) is int and -bound <= value < bound else slow(value)
+
+        return check_int
+    if python_type is uuid.UUID or python_type is bool or _is_enum(python_type):
+        exact = python_type
+
+        def check_exact(value: Any) -> Any:
+            return value if type(value) is exact else slow(value)
+
+        return check_exact
+    return slow
+
+
+def _is_enum(python_type: type[Any] | None) -> bool:
+    return isinstance(python_type, type) and issubclass(python_type, enum.Enum)
+
+
+_CHECK_PLANS: dict[type[Any], tuple[_ColumnCheck, ...]] = {}
+
+
+def _check_plan(model: type[Any]) -> tuple[_ColumnCheck, ...]:
+    """The checks :func:`check_entity` makes on ``model``'s objects, worked out once."""
+    known = _CHECK_PLANS.get(model)
+    if known is not None:
+        return known
+    mapper = inspect(model)
+    plan: list[_ColumnCheck] = []
+    for prop in mapper.column_attrs:
+        column = prop.columns[0]
+        json = isinstance(column.type, JSON)  # a JSON None is stored, as JSON null
+        optional = bool(column.nullable or column.primary_key or column is mapper.version_id_col)
+        # an INSERT fills a column default in for a None; an UPDATE writes the None
+        defaulted = column.default is not None or column.server_default is not None
+        plan.append(
+            (
+                prop.key,
+                _column_checker(column, prop.key),
+                optional or (defaulted and not json),
+                optional,
+            )
+        )
+    _CHECK_PLANS[model] = result = tuple(plan)
+    return result
 
 
 def check_entity(entity: Any) -> None:
@@ -299,32 +417,20 @@ def check_entity(entity: Any) -> None:
     every backend, raised before any SQL (so a PostgreSQL transaction is not left aborted).
     """
     model = type(entity)
-    mapper = inspect(model)
-    state = inspect(entity)
+    state = instance_state(entity)
     values = state.dict
-    existing = state.key is not None  # an UPDATE applies no column default to a None
-    for prop in mapper.column_attrs:
-        key = prop.key
-        if key not in values or not isinstance(prop, ColumnProperty):
+    existing = state.key is not None
+    for key, check, none_when_new, none_when_existing in _check_plan(model):
+        value = values.get(key, _UNSET)
+        if value is _UNSET:
             continue
-        column = prop.columns[0]
-        value = values[key]
         if value is None:
-            defaulted = (
-                not existing
-                and (column.default is not None or column.server_default is not None)
-                and not isinstance(column.type, JSON)  # a JSON None is stored, as JSON null
-            )
-            required = not (column.nullable or column.primary_key or defaulted)
-            if required and column is not mapper.version_id_col:
+            if not (none_when_existing if existing else none_when_new):
                 raise InvalidInputError(f"{model.__name__}.{key} is required")
             continue
-        if isinstance(column.type, JSON):
-            check_json(key, value)
-            continue
-        coerced = coerce_value(column, key, value)  # the Column: its .type is a plain attribute
-        if coerced is not value:
-            setattr(entity, key, coerced)
+        checked = check(value)
+        if checked is not value:
+            setattr(entity, key, checked)
 
 
 def coerce_value(column: Any, field: str, value: Any) -> Any:

@@ -400,6 +400,34 @@ def _numbers_as_floats(value: Any) -> Any:
     return value
 
 
+def _outcome(call: Callable[[], Any]) -> tuple[str, str]:
+    try:
+        result = call()
+    except InvalidInputError as error:
+        return ("refused", str(error))
+    return (type(result).__name__, repr(result))
+
+
+@settings(max_examples=100, deadline=None, database=None)
+@given(data=st.data())
+@pytest.mark.parametrize("model", sorted(REPOS.values(), key=lambda m: m.__name__))
+def test_the_fast_write_checks_agree_with_coerce_value(model: type[Any], data: Any) -> None:
+    """check_entity answers a value of exactly the column's type without calling
+    coerce_value; for any value, both must accept (and convert) or refuse alike."""
+    from flowstore.spec import _check_plan, check_json, coerce_value
+
+    plan = {key: check for key, check, _new, _existing in _check_plan(model)}
+    assert set(plan) == set(column_names(model))
+    key = data.draw(st.sampled_from(sorted(plan)))
+    value = data.draw(values.filter(lambda v: v is not None))
+    column = inspect(model).columns[key]
+    if isinstance(column.type, JSON):
+        expected = _outcome(lambda: check_json(key, value) or value)
+    else:
+        expected = _outcome(lambda: coerce_value(column, key, value))
+    assert _outcome(lambda: plan[key](value)) == expected
+
+
 WRITABLE: dict[str, list[str]] = {
     name: [c for c in column_names(model) if c not in {"id", "lock_version"}]
     for name, model in REPOS.items()
