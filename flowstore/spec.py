@@ -41,6 +41,7 @@ __all__ = [
     "check_entity",
     "check_json",
     "coerce_value",
+    "column_checks",
     "column_for",
     "where",
 ]
@@ -284,6 +285,12 @@ def check_json(field: str, value: Any) -> None:
                     raise InvalidInputError(f"{field!r}: JSON object keys must be strings")
                 if not key.isascii() or "\x00" in key:
                     _check_text(field, key)
+                member_kind = type(member)  # plain ASCII text and small integers need no visit
+                if member_kind is str:
+                    if member.isascii() and "\x00" not in member:
+                        continue
+                elif member_kind is int and -_INT64 <= member < _INT64:
+                    continue
                 push((member, depth + 1))
         elif item is None or kind is bool:
             continue
@@ -326,7 +333,7 @@ def _check_json_subclass(field: str, item: Any, depth: int, push: Any) -> None:
 # How one column's value is checked before a write: (attribute, checker, whether None is
 # accepted on a new object, whether None is accepted on an existing one). A checker returns
 # the value (converted where unambiguous) or raises InvalidInputError.
-_ColumnCheck = tuple[str, Callable[[Any], Any], bool, bool]
+ColumnCheck = tuple[str, Callable[[Any], Any], bool, bool]
 
 
 def _column_checker(column: Any, field: str) -> Callable[[Any], Any]:
@@ -380,16 +387,17 @@ def _is_enum(python_type: type[Any] | None) -> bool:
     return isinstance(python_type, type) and issubclass(python_type, enum.Enum)
 
 
-_CHECK_PLANS: dict[type[Any], tuple[_ColumnCheck, ...]] = {}
+_CHECK_PLANS: dict[type[Any], tuple[ColumnCheck, ...]] = {}
 
 
-def _check_plan(model: type[Any]) -> tuple[_ColumnCheck, ...]:
-    """The checks :func:`check_entity` makes on ``model``'s objects, worked out once."""
+def column_checks(model: type[Any]) -> tuple[ColumnCheck, ...]:
+    """The checks :func:`check_entity` makes on ``model``'s objects, worked out once (the bulk
+    insert path makes them too, in the same pass that fills the defaults in)."""
     known = _CHECK_PLANS.get(model)
     if known is not None:
         return known
     mapper = inspect(model)
-    plan: list[_ColumnCheck] = []
+    plan: list[ColumnCheck] = []
     for prop in mapper.column_attrs:
         column = prop.columns[0]
         json = isinstance(column.type, JSON)  # a JSON None is stored, as JSON null
@@ -420,7 +428,7 @@ def check_entity(entity: Any) -> None:
     state = instance_state(entity)
     values = state.dict
     existing = state.key is not None
-    for key, check, none_when_new, none_when_existing in _check_plan(model):
+    for key, check, none_when_new, none_when_existing in column_checks(model):
         value = values.get(key, _UNSET)
         if value is _UNSET:
             continue

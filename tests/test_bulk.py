@@ -14,10 +14,16 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import event, inspect, select
+from sqlalchemy import String, event, inspect, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from flowstore import Store
-from flowstore.errors import AlreadyExistsError, ConcurrencyError, NotFoundError
+from flowstore.errors import (
+    AlreadyExistsError,
+    ConcurrencyError,
+    InvalidInputError,
+    NotFoundError,
+)
 from flowstore.models import (
     Deployment,
     DeploymentStatus,
@@ -26,7 +32,7 @@ from flowstore.models import (
     RequestStatus,
     Template,
 )
-from flowstore.repositories.bulk import insert_many
+from flowstore.repositories.bulk import _plan, insert_many
 
 
 def deployments(n: int, prefix: str = "svc") -> list[Deployment]:
@@ -203,3 +209,73 @@ def test_objects_already_in_the_session_keep_the_ordinary_flush(store: Store) ->
     with store.unit_of_work() as uow:
         names = uow.session.scalars(select(Deployment.name).order_by(Deployment.name)).all()
         assert names == ["first-0", "more-0", "more-1"]
+
+
+def test_a_bad_value_writes_nothing_and_leaves_the_objects_as_given(store: Store) -> None:
+    batch = deployments(6, "checked")
+    batch[4].name = "x" * 300  # longer than the column: refused before any SQL
+    with store.unit_of_work() as uow, statements(store) as sent:
+        with pytest.raises(InvalidInputError, match="name"):
+            uow.deployments.add_many(batch)
+        assert "INSERT" not in sent
+        for item in batch:
+            assert inspect(item).transient
+            assert item.id is None and item.created_at is None and item.lock_version is None
+        batch[4].name = "fine"
+        uow.deployments.add_many(batch)  # the same objects go in once mended
+    with store.unit_of_work() as uow:
+        assert uow.deployments.count() == 6
+
+
+def test_a_missing_required_value_is_refused_on_the_bulk_path(store: Store) -> None:
+    batch = deployments(3, "required")
+    batch[1].version = None  # type: ignore[assignment]
+    with store.unit_of_work() as uow:
+        with pytest.raises(InvalidInputError, match=r"Deployment\.version is required"):
+            uow.deployments.add_many(batch)
+        assert all(inspect(item).transient and item.id is None for item in batch)
+
+
+def test_converted_values_are_stored_converted(store: Store) -> None:
+    ident = uuid.uuid4()
+    item = Deployment(id=str(ident), name="text-id", version="1", status="running")
+    with store.unit_of_work() as uow:
+        uow.deployments.add_many([item])
+        assert item.id == ident and item.status is DeploymentStatus.RUNNING
+        assert uow.session.get(Deployment, ident) is item
+    with store.unit_of_work() as uow:
+        assert uow.deployments.get(ident).status is DeploymentStatus.RUNNING
+
+
+def test_session_lifecycle_listeners_keep_the_ordinary_flush(store: Store) -> None:
+    heard: list[str] = []
+
+    def listener(session: object, instance: object) -> None:
+        heard.append(inspect(instance).object.name)  # type: ignore[union-attr]
+
+    with store.unit_of_work() as uow:
+        event.listen(uow.session, "pending_to_persistent", listener)
+        assert not insert_many(uow.session, Deployment, deployments(1, "probe"))
+        items = deployments(2, "heard")
+        uow.deployments.add_many(items)
+        assert all(inspect(d).persistent for d in items)
+    assert sorted(heard) == ["heard-0", "heard-1"]
+
+
+def test_models_whose_attributes_and_columns_differ_take_the_flush() -> None:
+    class Other(DeclarativeBase):
+        pass
+
+    class Renamed(Other):
+        __tablename__ = "renamed"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        label: Mapped[str] = mapped_column("label_text", String(20))
+
+    class Plain(Other):
+        __tablename__ = "plain"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        label: Mapped[str] = mapped_column(String(20))
+
+    assert _plan(Renamed) is None  # the objects' dicts could not be the INSERT parameters
+    assert _plan(Plain) is not None
+    assert _plan(Deployment) is not None

@@ -414,9 +414,9 @@ def _outcome(call: Callable[[], Any]) -> tuple[str, str]:
 def test_the_fast_write_checks_agree_with_coerce_value(model: type[Any], data: Any) -> None:
     """check_entity answers a value of exactly the column's type without calling
     coerce_value; for any value, both must accept (and convert) or refuse alike."""
-    from flowstore.spec import _check_plan, check_json, coerce_value
+    from flowstore.spec import check_json, coerce_value, column_checks
 
-    plan = {key: check for key, check, _new, _existing in _check_plan(model)}
+    plan = {key: check for key, check, _new, _existing in column_checks(model)}
     assert set(plan) == set(column_names(model))
     key = data.draw(st.sampled_from(sorted(plan)))
     value = data.draw(values.filter(lambda v: v is not None))

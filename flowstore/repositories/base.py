@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Generic, TypeVar, cast
 
 from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.orm.util import identity_key
 
 from flowstore.config import Settings
@@ -195,8 +196,10 @@ class Repository(Generic[T]):
         handle take an ordinary flush); all or none of them."""
         items = builtins.list(entities)
         for entity in items:
-            self._check_new(entity)
-        if items and not insert_many(self.session, self.model, items):
+            self._check_unknown(entity)
+        if items and not insert_many(self.session, self.model, items):  # it checks the values
+            for entity in items:
+                check_entity(entity)
             with self.session.begin_nested():
                 self.session.add_all(items)
         return items
@@ -241,17 +244,24 @@ class Repository(Generic[T]):
         self.session.flush()
         return True
 
-    def _check_entity(self, entity: Any) -> None:
+    def _check_type(self, entity: Any) -> None:
         if not isinstance(entity, self.model):
             raise InvalidInputError(
                 f"{type(self).__name__} stores {self.model.__name__}, not {type(entity).__name__}"
             )
+
+    def _check_entity(self, entity: Any) -> None:
+        self._check_type(entity)
         check_entity(entity)  # bad values: the same InvalidInputError on every backend
 
     def _check_new(self, entity: Any) -> None:
+        self._check_unknown(entity)
+        check_entity(entity)
+
+    def _check_unknown(self, entity: Any) -> None:
         """Refuse a new entity whose id this session already holds (no round trip needed)."""
-        self._check_entity(entity)
-        if entity.id is not None and entity not in self.session:
+        self._check_type(entity)
+        if instance_state(entity).dict.get("id") is not None and entity not in self.session:
             key = identity_key(self.model, coerce_id(entity.id) or entity.id)
             if key in self.session.identity_map:
                 raise AlreadyExistsError(f"{self.model.__name__} {entity.id} already exists")

@@ -2,16 +2,17 @@
 
 An ORM flush spends most of its time on per-object bookkeeping (and, without client-side
 primary keys, on RETURNING round trips). For a batch of new objects of one plain model, this
-module does what the flush would, in bulk: it fills the column defaults in Python (ids,
-timestamps, ``lock_version``), sends one Core ``INSERT`` executemany (which the driver batches:
-insertmanyvalues on PostgreSQL, multi-row INSERT on MySQL), and then registers the objects as
-persistent exactly as a flush does, so they sit in the identity map, update and delete with
-their version checks, and go back to transient if the transaction is rolled back.
+module does what the flush would, in bulk: in one pass over the objects it checks their values
+(``flowstore.spec.column_checks``, the checks every write makes) and fills the column defaults
+in Python (ids, timestamps, ``lock_version``); then it sends one Core ``INSERT`` executemany
+(which the driver batches: insertmanyvalues on PostgreSQL, multi-row INSERT on MySQL) and
+registers the objects as persistent exactly as a flush does, so they sit in the identity map,
+update and delete with their version checks, and go back to transient if the transaction is
+rolled back.
 
 Models or batches it cannot handle faithfully (relationships, inheritance, server-side
-defaults, SQL expressions as values, flush or insert event listeners, objects that are not
-new) are left to the ordinary flush: :func:`insert_many` returns ``False`` before doing
-anything.
+defaults, flush or insert event listeners, objects that are not new) are left to the ordinary
+flush: :func:`insert_many` returns ``False`` before doing anything.
 """
 
 from __future__ import annotations
@@ -25,25 +26,31 @@ from sqlalchemy import Table, insert
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Mapper, Session
 from sqlalchemy.orm.attributes import instance_state
-from sqlalchemy.sql import ClauseElement
+from sqlalchemy.orm.state import InstanceState
+
+from flowstore.errors import InvalidInputError
+from flowstore.spec import column_checks
 
 __all__ = ["insert_many"]
 
 _MISSING: Any = object()
 
-# (attribute, bind key, default (None: NULL), whether None means "not set", bit in the masks)
-_Column = tuple[str, str, Callable[[], Any] | None, bool, int]
+# (attribute, default (None: NULL), whether None means "not set", bit in the masks, the value
+#  check, whether None is accepted)
+_Column = tuple[str, Callable[[], Any] | None, bool, int, Callable[[Any], Any], bool]
 
 
 @dataclass(frozen=True)
 class _BulkPlan:
     """How the mapped columns of one model get their INSERT values."""
 
+    name: str  # the model's
     table: Table
     columns: tuple[_Column, ...]  # every mapped column but the version counter
     version_attribute: str | None
-    version_bind_key: str | None
     version_generator: Callable[[Any], Any] | None
+    identity_class: type[Any]  # the first member of the objects' identity keys
+    primary_key: tuple[str, ...]  # the attributes of the other
 
 
 def _column_default(column: Any) -> tuple[bool, Callable[[], Any] | None]:
@@ -79,128 +86,163 @@ def _plan(model: type[Any]) -> _BulkPlan | None:
         or mapper.persist_selectable is not table
     ):
         return None
+    if len(mapper.column_attrs) != len(table.columns):
+        return None  # a column no attribute maps: only the flush knows what it gets
     version_col = mapper.version_id_col
+    checks = {key: (check, none_ok) for key, check, none_ok, _existing in column_checks(model)}
     columns: list[_Column] = []
     for prop in mapper.column_attrs:
         if len(prop.columns) != 1 or prop.columns[0].table is not table:
             return None
         column = prop.columns[0]
+        if column.key != prop.key:
+            return None  # the objects' own dicts are the INSERT parameters: names must agree
         if column is version_col:
             continue
         usable, default = _column_default(column)
         if not usable:
             return None
         none_is_unset = default is not None and not column.type.should_evaluate_none
-        columns.append((prop.key, column.key, default, none_is_unset, 1 << len(columns)))
+        check, none_ok = checks[prop.key]
+        bit = 1 << len(columns)
+        columns.append((prop.key, default, none_is_unset, bit, check, none_ok))
+    identity_class = mapper.identity_key_from_primary_key((None,) * len(mapper.primary_key))[0]
+    primary_key = tuple(mapper.get_property_by_column(c).key for c in mapper.primary_key)
+    identity = (identity_class, primary_key)
     if version_col is None:
-        return _BulkPlan(table, tuple(columns), None, None, None)
+        return _BulkPlan(model.__name__, table, tuple(columns), None, None, *identity)
     generator = mapper.version_id_generator
     if not callable(generator):
         return None  # a server-side version counter needs RETURNING
-    version_attribute = mapper.get_property_by_column(version_col).key
-    return _BulkPlan(table, tuple(columns), version_attribute, version_col.key, generator)
+    return _BulkPlan(model.__name__, table, tuple(columns), version_col.key, generator, *identity)
 
 
 def _events_in_the_way(session: Session, mapper: Mapper[Any]) -> bool:
-    """Whether listeners expect a flush (they would not run on the bulk path)."""
+    """Whether listeners expect a flush, or the steps of one (they would not run here)."""
     events = session.dispatch
     mapper_events = mapper.dispatch
     return bool(
         events.before_flush
         or events.after_flush
         or events.after_flush_postexec
+        or events.before_attach
+        or events.after_attach
+        or events.transient_to_pending
+        or events.pending_to_persistent
         or mapper_events.before_insert
         or mapper_events.after_insert
     )
 
 
-#: Value types known not to be SQL expressions (grows as values are seen).
-_PLAIN_TYPES: set[type[Any]] = {str, int, float, bool, type(None), dict, list}
+#: The ORM internals :func:`_persist` sets, as SQLAlchemy 2.0 and 2.1 name them; without
+#: them every batch takes the ordinary flush.
+_CAN_PERSIST = hasattr(Session, "_autobegin_t") and callable(
+    getattr(InstanceState, "_commit_all_states", None)
+)
 
 
-def _is_expression(value: Any) -> bool:
-    """Whether ``value`` (of a type not yet in ``_PLAIN_TYPES``) is an SQL expression (the
-    database would compute it); a type that is not is added to ``_PLAIN_TYPES``."""
-    kind = type(value)
-    if issubclass(kind, ClauseElement) or hasattr(kind, "__clause_element__"):
-        return True
-    _PLAIN_TYPES.add(kind)
-    return False
+def _persist(
+    session: Session, plan: _BulkPlan, states: list[Any], dicts: list[dict[str, Any]]
+) -> None:
+    """Make ``states``, just inserted, persistent in ``session`` as a flush does for new
+    objects (``Session._save_impl`` then ``_register_persistent``), in one pass: attached, in
+    the identity map, unmodified, and recorded in the transaction so that a rollback turns
+    them back into transient objects. The lifecycle events a flush would fire have no
+    listeners here (see :func:`_events_in_the_way`)."""
+    transaction = session._autobegin_t()
+    created = transaction._new
+    identity_map = session.identity_map
+    hash_key = session.hash_key
+    identity_class = plan.identity_class
+    primary_key = plan.primary_key
+    (single,) = primary_key if len(primary_key) == 1 else (None,)
+    for state, values in zip(states, dicts, strict=True):
+        ident = (values[single],) if single else tuple(values[key] for key in primary_key)
+        state.session_id = hash_key
+        state.key = (identity_class, ident, None)
+        identity_map.replace(state)
+        created[state] = True
+    InstanceState._commit_all_states(zip(states, dicts, strict=True), identity_map)
 
 
-def _fill(plan: _BulkPlan, states: list[Any]) -> tuple[list[dict[str, Any]], list[int]] | None:
-    """The INSERT parameters of ``states``, with the missing values filled in on the objects
-    too (as a flush does); ``None`` (and the objects untouched) when one needs the flush.
+def _fill(plan: _BulkPlan, dicts: list[dict[str, Any]], version: Any) -> list[int]:
+    """Make each object's own dict its INSERT parameters: every value checked
+    (``InvalidInputError``, and the objects as they were given), the missing ones filled in (as
+    a flush does), the version counter set.
 
-    Which values were filled is kept as one bit per column, so that they can be taken out
-    again (:func:`_take_back`) without a container per object for the collector to scan.
+    What was filled is kept as one bit per column (the bit after the last column's is the
+    version counter's), so that it can be taken out again (:func:`_take_back`) without a
+    container per object for the collector to scan.
     """
     columns = plan.columns
-    version_key = plan.version_bind_key
-    version = plan.version_generator(None) if plan.version_generator is not None else None
-    plain = _PLAIN_TYPES
-    rows: list[dict[str, Any]] = []
+    version_attribute = plan.version_attribute
+    version_bit = 1 << len(columns)
     filled: list[int] = []
-    for state in states:
-        values = state.dict
-        row: dict[str, Any] = {}
-        mask = 0
-        for attribute, bind_key, default, none_is_unset, bit in columns:
-            value = values.get(attribute, _MISSING)
-            if value is _MISSING or (value is None and none_is_unset):
-                value = values[attribute] = default() if default is not None else None
-                mask |= bit
-            elif type(value) not in plain and _is_expression(value):
-                filled.append(mask)
-                _take_back(plan, states, filled)  # a SQL expression: the database computes it
-                return None
-            row[bind_key] = value
-        if version_key is not None:
-            row[version_key] = version
-        rows.append(row)
+    mask = 0
+    try:
+        for values in dicts:
+            mask = 0
+            for attribute, default, none_is_unset, bit, check, none_ok in columns:
+                value = values.get(attribute, _MISSING)
+                if value is _MISSING or (value is None and none_is_unset):
+                    values[attribute] = default() if default is not None else None
+                    mask |= bit
+                elif value is None:
+                    if not none_ok:
+                        raise InvalidInputError(f"{plan.name}.{attribute} is required")
+                else:
+                    checked = check(value)
+                    if checked is not value:  # converted (a UUID string, an enum value)
+                        values[attribute] = checked
+            if version_attribute is not None:
+                if version_attribute not in values:
+                    mask |= version_bit
+                values[version_attribute] = version
+            filled.append(mask)
+    except BaseException:
         filled.append(mask)
-    return rows, filled
+        _take_back(plan, dicts, filled)
+        raise
+    return filled
 
 
-def _take_back(plan: _BulkPlan, states: list[Any], filled: list[int]) -> None:
+def _take_back(plan: _BulkPlan, dicts: list[dict[str, Any]], filled: list[int]) -> None:
     """Remove the values :func:`_fill` put on the objects: they are as they were given."""
-    for state, mask in zip(states, filled, strict=False):
+    version_bit = 1 << len(plan.columns)
+    for values, mask in zip(dicts, filled, strict=False):
         if mask:
-            for attribute, _key, _default, _unset, bit in plan.columns:
+            for attribute, _default, _unset, bit, _check, _none_ok in plan.columns:
                 if mask & bit:
-                    state.dict.pop(attribute, None)
+                    values.pop(attribute, None)
+            if mask & version_bit and plan.version_attribute is not None:
+                values.pop(plan.version_attribute, None)
 
 
 def insert_many(session: Session, model: type[Any], entities: Sequence[Any]) -> bool:
-    """Insert ``entities`` (new ``model`` objects) in one executemany inside a SAVEPOINT and
-    make them persistent in ``session``; ``False`` (nothing done) when the ordinary flush must
-    do it. A database error rolls the SAVEPOINT back and leaves the objects untouched."""
+    """Check ``entities`` (new ``model`` objects), insert them in one executemany inside a
+    SAVEPOINT and make them persistent in ``session``; ``False`` (nothing done, nothing
+    checked) when the ordinary flush must do it. A bad value (``InvalidInputError``) or a
+    database error leaves the objects as they were given and writes nothing."""
     plan = _plan(model)  # type: ignore[arg-type]
-    save = getattr(session, "_save_impl", None)
-    register = getattr(session, "_register_persistent", None)
-    if plan is None or save is None or register is None:
+    if plan is None or not _CAN_PERSIST:
         return False
-    if _events_in_the_way(session, sa_inspect(model)):
+    mapper: Mapper[Any] = sa_inspect(model)
+    if _events_in_the_way(session, mapper):
         return False
     states = list({id(entity): instance_state(entity) for entity in entities}.values())
     if any(state.key is not None or state.session_id is not None for state in states):
         return False  # not new: the flush knows what to do with it
-    prepared = _fill(plan, states)
-    if prepared is None:
-        return False
-    rows, filled = prepared
+    version = plan.version_generator(None) if plan.version_generator is not None else None
+    dicts = [state.dict for state in states]  # the objects' own: also the INSERT parameters
+    filled = _fill(plan, dicts, version)
     try:
         session.flush()  # earlier pending work goes first, as before any SAVEPOINT
         connection = session.connection()
         with connection.begin_nested():  # a bare SAVEPOINT: the ORM keeps no snapshot here
-            connection.execute(insert(plan.table), rows)
+            # Core takes from each dict the values of the table's columns and no other key
+            connection.execute(insert(plan.table), dicts)
     except BaseException:
-        _take_back(plan, states, filled)
+        _take_back(plan, dicts, filled)
         raise
-    if plan.version_attribute is not None and plan.version_bind_key is not None:
-        for state, row in zip(states, rows, strict=True):
-            state.dict[plan.version_attribute] = row[plan.version_bind_key]
-    for state in states:
-        save(state)
-    register(set(states))  # as a flush does: identity map, and expunged again on rollback
+    _persist(session, plan, states, dicts)
     return True
