@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
 
-from sqlalchemy import Engine, String, Table, Text, column, insert, table
+from sqlalchemy import Dialect, Engine, String, Table, Text, column, insert, table
 from sqlalchemy import exc as sa_exc
 
 from flowstore.errors import (
@@ -67,8 +67,9 @@ _TEXT_LIMITS = {
 }
 _REQUIRED = ("org_id", "action", "resource_type")
 _UUIDS = ("id", "org_id", "application_id", "user_id")
-# Elsewhere than PostgreSQL the rows go through Core (its type handling); ``details`` arrives
-# already as JSON text, checked and encoded once in write().
+# Elsewhere than PostgreSQL the rows take Core's type handling (its bind processors, see
+# _driver_statement); ``details`` arrives already as JSON text, checked and encoded once in
+# write().
 _CORE_TABLE = table(
     _TABLE.name,
     *(column(c.name, Text() if c.name == "details" else c.type) for c in _TABLE.columns),
@@ -146,6 +147,7 @@ class AuditWriter:
             raise InvalidInputError("flush_interval must be > 0 and retry_delay >= 0")
         self._engine = engine
         self._copy = engine.dialect.name == "postgresql"
+        self._statement = None if self._copy else _driver_statement(engine.dialect)
         self._batch_size = batch_size
         self._flush_interval = flush_interval
         self._max_pending = max(max_pending, batch_size)
@@ -409,10 +411,25 @@ class AuditWriter:
             finally:
                 raw.close()
             return
+        statement = self._statement
         with self._engine.begin() as conn:
-            conn.execute(
-                insert(_CORE_TABLE), [dict(zip(_COLUMNS, row, strict=True)) for row in rows]
-            )
+            if statement is None:  # a dialect with named parameters: Core makes the rows
+                conn.execute(
+                    insert(_CORE_TABLE), [dict(zip(_COLUMNS, row, strict=True)) for row in rows]
+                )
+                return
+            sql, processors = statement
+            created, updated = _INDEX["created_at"], _INDEX["updated_at"]
+            params = []
+            for row in rows:
+                values = list(row)
+                for i, process in processors:
+                    value = values[i]
+                    if value is not None and i != updated:  # None needs no processing
+                        values[i] = process(value)
+                values[updated] = values[created]  # _row makes them one value
+                params.append(tuple(values))
+            conn.exec_driver_sql(sql, params)  # one executemany (multi-row on PyMySQL)
 
     def _give_up(self, rows: list[Row], error: FlowstoreError) -> None:
         failed = [FailedEntry(dict(zip(_COLUMNS, row, strict=True)), error) for row in rows]
@@ -426,6 +443,33 @@ class AuditWriter:
                 self._on_error(error, failed)
             except Exception:
                 log.exception("audit writer: on_error callback failed")
+
+
+def _driver_statement(
+    dialect: Dialect,
+) -> tuple[str, list[tuple[int, Callable[[Any], Any]]]] | None:
+    """The INSERT as the driver takes it, with positional parameters in table order, and the
+    columns' bind processors (what Core applies to each value), by position; ``None`` for a
+    driver without positional parameters. Handing the driver ready tuples spares Core's
+    per-row parameter dicts: the rows are already checked and in table order."""
+    mark = _POSITIONAL_MARKS.get(dialect.paramstyle)
+    if mark is None:
+        return None
+    quote = dialect.identifier_preparer.quote
+    sql = (
+        f"INSERT INTO {quote(_TABLE.name)} ({', '.join(quote(c) for c in _COLUMNS)}) "
+        f"VALUES ({', '.join([mark] * len(_COLUMNS))})"
+    )
+    processors: list[tuple[int, Callable[[Any], Any]]] = []
+    for i, col in enumerate(_CORE_TABLE.columns):
+        process = col.type.dialect_impl(dialect).bind_processor(dialect)
+        if process is not None:
+            processors.append((i, process))
+    return sql, processors
+
+
+#: Paramstyles that take a tuple of values by position (PyMySQL's pyformat takes ``%s`` too).
+_POSITIONAL_MARKS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
 
 
 def _details_json(details: Any) -> str:

@@ -267,3 +267,30 @@ def test_entries_left_at_interpreter_exit_are_stored(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     with Store(url) as store, store.unit_of_work() as uow:
         assert uow.audit_logs.count(org_id=uuid.UUID(int=1)) == 500
+
+
+def test_driver_rows_read_back_as_core_rows_do(store: Store) -> None:
+    """Off PostgreSQL the writer hands the driver tuples made with Core's bind processors;
+    every column must read back exactly as one written by the repository (through Core)."""
+    org, app, user = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    when = datetime(2026, 3, 4, 5, 6, 7, 890123, tzinfo=UTC)
+    fields = {
+        "application_id": app,
+        "user_id": user,
+        "request_id": "req-ü-1",
+        "created_at": when,
+        "details": {"ip": "10.0.0.1", "nested": {"ok": True, "n": [1, 2.5, None]}},
+    }
+    with store.unit_of_work() as uow:
+        uow.audit_logs.add(AuditLog(**{**entry(org, 1), **fields}))
+    with AuditWriter(store, flush_interval=3600) as writer:
+        assert (writer._statement is None) == (store.dialect == "postgresql")  # COPY there
+        writer.write({**entry(org, 2), **fields})
+    columns = [
+        c.name
+        for c in AuditLog.__table__.columns
+        if c.name not in {"id", "resource_id", "updated_at"}
+    ]
+    first, second = sorted(stored(store, org), key=lambda r: r.resource_id)
+    assert [getattr(first, c) for c in columns] == [getattr(second, c) for c in columns]
+    assert second.created_at == when and second.application_id == app
