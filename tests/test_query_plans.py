@@ -5,8 +5,9 @@ parameters) on the same data; a plan that reads the whole table (``Seq Scan``) f
 This checks plan shape, never time. The data is made by ``generate_series`` in one statement
 per table, then ``VACUUM ANALYZE``: what a planner sees in production, not on an empty table.
 
-Aggregates over a whole table (``DeploymentRepository.stats``) read every row by nature; they
-may scan an index instead of the table, not more.
+Aggregates over a whole table (``DeploymentRepository.stats``) read every row by nature: they
+must read it once (the table or an index), no more. A page of a status most rows share must
+come off the ``(status, created_at, id)`` index in page order, not from a sort of every match.
 """
 
 from __future__ import annotations
@@ -161,6 +162,13 @@ def nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from nodes(child)
 
 
+def assert_read_once(store: Store, work: Callable[[UnitOfWork], object]) -> None:
+    """An aggregate over a whole table: one scan of it (of the table or of an index), no more."""
+    for statement, plan in plans_of(store, work):
+        scans = [n for n in nodes(plan) if "Scan" in n["Node Type"]]
+        assert len(scans) == 1, f"not one scan:\n{statement}\n{json.dumps(plan, indent=1)[:3000]}"
+
+
 def assert_indexed(store: Store, work: Callable[[UnitOfWork], object]) -> None:
     for statement, plan in plans_of(store, work):
         scans = [n for n in nodes(plan) if n["Node Type"] == "Seq Scan"]
@@ -187,7 +195,6 @@ QUERIES: dict[str, Callable[[UnitOfWork], object]] = {
         limit=20,
         after=uow.deployments.page(status=DeploymentStatus.PENDING, limit=20).next_cursor,
     ),
-    "Deployment.stats": lambda uow: uow.deployments.stats(),
     "Deployment.set_node_id": lambda uow: uow.deployments.set_node_id(key("dep", 9), "node-x"),
     "Deployment.get_node_id": lambda uow: uow.deployments.get_node_id(key("dep", 9)),
     "Deployment.delete_node_id": lambda uow: uow.deployments.delete_node_id(key("dep", 9)),
@@ -235,6 +242,32 @@ QUERIES: dict[str, Callable[[UnitOfWork], object]] = {
 @pytest.mark.parametrize("name", list(QUERIES))
 def test_domain_query_uses_an_index(big_store: Store, name: str) -> None:
     assert_indexed(big_store, QUERIES[name])
+
+
+def test_stats_reads_the_table_once(big_store: Store) -> None:
+    """Counting every status reads every row by nature: one pass, however the planner likes."""
+    assert_read_once(big_store, lambda uow: uow.deployments.stats())
+
+
+COMMON_STATUS_PAGES: dict[str, Callable[[UnitOfWork], object]] = {
+    "deployments": lambda uow: uow.deployments.page(status=DeploymentStatus.RUNNING, limit=50),
+    "requests": lambda uow: uow.requests.page(status=RequestStatus.COMPLETED, limit=50),
+    "machines": lambda uow: uow.machines.page(status=MachineStatus.TERMINATED, limit=50),
+}
+
+
+@pytest.mark.parametrize("table", list(COMMON_STATUS_PAGES))
+def test_a_page_of_a_common_status_comes_off_the_index_in_order(
+    big_store: Store, table: str
+) -> None:
+    """Most rows share the status: the page must be read in (created_at, id) order from the
+    (status, created_at, id) index and stop at the limit, not sort every match first."""
+    [(statement, plan)] = plans_of(big_store, COMMON_STATUS_PAGES[table])
+    kinds = [n["Node Type"] for n in nodes(plan)]
+    assert "Sort" not in kinds and "Incremental Sort" not in kinds, (statement, kinds)
+    assert kinds[0] == "Limit", kinds
+    indexes = {n.get("Index Name") for n in nodes(plan)}
+    assert f"ix_{table}_status_created_at_id" in indexes, (statement, indexes)
 
 
 def test_a_query_without_an_index_is_caught(big_store: Store) -> None:

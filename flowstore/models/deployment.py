@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, String
+from sqlalchemy import ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from flowstore.models.base import Base, Entity, str_enum, utcnow
@@ -15,13 +15,14 @@ from flowstore.models.enums import DeploymentStatus
 
 class Deployment(Entity):
     __tablename__ = "deployments"
+    # list/page by status in (created_at, id) order: the first page is read off the index
+    __table_args__ = (Index(None, "status", "created_at", "id"),)
 
     name: Mapped[str] = mapped_column(String(255), index=True)
     version: Mapped[str] = mapped_column(String(64))
     status: Mapped[DeploymentStatus] = mapped_column(
         str_enum(DeploymentStatus, "deployment_status"),
         default=DeploymentStatus.PENDING,
-        index=True,
     )
     config: Mapped[dict[str, Any]] = mapped_column(default=dict)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import ForeignKey, String
+from sqlalchemy import ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from flowstore.models.base import Entity, str_enum
@@ -13,11 +13,12 @@ from flowstore.models.enums import MachineStatus
 
 class Machine(Entity):
     __tablename__ = "machines"
+    __table_args__ = (Index(None, "status", "created_at", "id"),)  # by status, in page order
 
     request_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("requests.id", ondelete="CASCADE"), index=True
     )
     instance_id: Mapped[str] = mapped_column(String(255), unique=True)
     status: Mapped[MachineStatus] = mapped_column(
-        str_enum(MachineStatus, "machine_status"), default=MachineStatus.PENDING, index=True
+        str_enum(MachineStatus, "machine_status"), default=MachineStatus.PENDING
     )
