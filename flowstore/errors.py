@@ -229,15 +229,22 @@ def translate(exc: BaseException) -> FlowstoreError:
     return FlowstoreError(mask_secrets(f"{type(exc).__name__}: {exc}"))
 
 
+#: What :func:`translating` turns into flowstore errors: SQLAlchemy's and the drivers' errors,
+#: and values a driver could not encode or fit (lone surrogates, huge integers).
+TRANSLATED_ERRORS = (sa_exc.SQLAlchemyError, UnicodeError, OverflowError)
+
+
+def translated_error(exc: BaseException) -> FlowstoreError:
+    """The flowstore error to raise (``from exc``) for one of ``TRANSLATED_ERRORS``."""
+    if isinstance(exc, UnicodeError | OverflowError):
+        return InvalidInputError(f"invalid value: {mask_secrets(str(exc))}")
+    return translate(exc)
+
+
 @contextmanager
 def translating() -> Iterator[None]:
     """Run a block and re-raise any SQLAlchemy/DBAPI error as its flowstore error."""
     try:
         yield
-    except FlowstoreError:
-        raise
-    except sa_exc.SQLAlchemyError as exc:
-        raise translate(exc) from exc
-    except (UnicodeError, OverflowError) as exc:
-        # A value the driver could not encode or fit (lone surrogates, huge integers).
-        raise InvalidInputError(f"invalid value: {mask_secrets(str(exc))}") from exc
+    except TRANSLATED_ERRORS as exc:
+        raise translated_error(exc) from exc

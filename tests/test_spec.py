@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+import enum
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -10,6 +12,7 @@ import pytest
 
 from flowstore import InvalidInputError, Store, where
 from flowstore.models import Deployment, DeploymentStatus, Template
+from flowstore.spec import check_json
 from tests import builders as b
 
 NAMES = ["alpha", "beta", "50%_off", "under_score", r"back\slash", "percent%", "Alpha-2"]
@@ -154,3 +157,48 @@ def test_ids_in_specs(store: Store) -> None:
     with store.unit_of_work() as uow:
         assert uow.templates.list(where("id", "==", str(t.id)))[0].id == t.id
         assert uow.templates.list(where("id", "in", [t.id, uuid.uuid4()]))[0].id == t.id
+
+
+def _nested(depth: int) -> object:
+    value: object = 0
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+class _Big(enum.IntEnum):
+    SMALL = 7
+    HUGE = 2**64
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"status": DeploymentStatus.RUNNING, "n": _Big.SMALL, "ok": True, "none": None},
+        collections.OrderedDict(a=[1, 2.5, "ü"], b=(1, 2)),
+        {"deep": {"er": {"est": ["x", {"k": -(2**63)}]}}},
+        ["plain", 2**63 - 1, 1.5e300],
+    ],
+)
+def test_check_json_accepts_json_values_and_their_subclasses(value: object) -> None:
+    check_json("config", value)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ({"a": "x\x00y"}, "NUL"),
+        ({"a\x00": 1}, "NUL"),
+        ({"a": "\ud800"}, "Unicode"),
+        ({"a": DeploymentStatus("running"), "b": _Big.HUGE}, "64 bits"),
+        ({"a": 2**63}, "64 bits"),
+        ({"a": float("nan")}, "finite"),
+        ({1: "a"}, "keys must be strings"),
+        ({"a": {1, 2}}, "set is not a JSON value"),
+        ({"a": b"bytes"}, "bytes is not a JSON value"),
+        (_nested(70), "nested deeper"),
+    ],
+)
+def test_check_json_refuses_what_a_backend_would_not_store(value: object, message: str) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        check_json("config", value)

@@ -21,11 +21,12 @@ from sqlalchemy.orm.util import identity_key
 
 from flowstore.config import Settings
 from flowstore.errors import (
+    TRANSLATED_ERRORS,
     AlreadyExistsError,
     InvalidInputError,
     NotFoundError,
     describe,
-    translating,
+    translated_error,
 )
 from flowstore.models.base import Entity, as_uuid
 from flowstore.repositories.bulk import insert_many
@@ -71,8 +72,10 @@ def translated(method: F) -> F:
 
     @functools.wraps(method)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with translating():
+        try:  # what translating() does, without a context manager per call
             return method(*args, **kwargs)
+        except TRANSLATED_ERRORS as exc:
+            raise translated_error(exc) from exc
 
     return cast(F, wrapper)
 
