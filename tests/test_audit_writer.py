@@ -291,6 +291,6 @@ def test_driver_rows_read_back_as_core_rows_do(store: Store) -> None:
         for c in AuditLog.__table__.columns
         if c.name not in {"id", "resource_id", "updated_at"}
     ]
-    first, second = sorted(stored(store, org), key=lambda r: r.resource_id)
+    first, second = sorted(stored(store, org), key=lambda r: str(r.resource_id))
     assert [getattr(first, c) for c in columns] == [getattr(second, c) for c in columns]
     assert second.created_at == when and second.application_id == app

@@ -251,7 +251,7 @@ def test_session_lifecycle_listeners_keep_the_ordinary_flush(store: Store) -> No
     heard: list[str] = []
 
     def listener(session: object, instance: object) -> None:
-        heard.append(inspect(instance).object.name)  # type: ignore[union-attr]
+        heard.append(inspect(instance).object.name)
 
     with store.unit_of_work() as uow:
         event.listen(uow.session, "pending_to_persistent", listener)
