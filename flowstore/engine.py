@@ -95,8 +95,35 @@ def engine_options(url: URL, settings: Settings) -> dict[str, Any]:
     return options
 
 
-class _GatedStaticPool(StaticPool):
-    """``StaticPool`` that lends its one connection to one thread at a time.
+class OneHolderPool(StaticPool):
+    """``StaticPool`` whose one connection is lent to one holder at a time: ``_enter`` waits
+    for (and takes) the turn before the connection is handed out, ``_leave`` gives it back when
+    the connection is returned. Subclasses say who a holder is: a thread here, an asyncio task
+    in ``flowstore.aio.engine``."""
+
+    def _enter(self) -> None:
+        raise NotImplementedError
+
+    def _leave(self) -> None:
+        raise NotImplementedError
+
+    def _do_get(self) -> Any:
+        self._enter()
+        try:
+            return super()._do_get()
+        except BaseException:
+            self._leave()
+            raise
+
+    def _do_return_conn(self, record: Any) -> None:
+        try:
+            super()._do_return_conn(record)
+        finally:
+            self._leave()
+
+
+class _GatedStaticPool(OneHolderPool):
+    """The in-memory database's pool: its one connection goes to one thread at a time.
 
     The gate is taken before the connection is handed out and given back when it is returned,
     so two threads never share a transaction. A second checkout from the thread that holds the
@@ -111,7 +138,7 @@ class _GatedStaticPool(StaticPool):
         self._cond = threading.Condition()
         self._owner: int | None = None
 
-    def _do_get(self) -> Any:
+    def _enter(self) -> None:
         me = threading.get_ident()
         with self._cond:
             if self._owner == me:
@@ -124,19 +151,8 @@ class _GatedStaticPool(StaticPool):
                     f"the in-memory database stayed busy for {self.gate_timeout:g}s"
                 )
             self._owner = me
-        try:
-            return super()._do_get()
-        except BaseException:
-            self._release()
-            raise
 
-    def _do_return_conn(self, record: Any) -> None:
-        try:
-            super()._do_return_conn(record)
-        finally:
-            self._release()
-
-    def _release(self) -> None:
+    def _leave(self) -> None:
         with self._cond:
             self._owner = None
             self._cond.notify()

@@ -25,11 +25,16 @@ from typing import Any, TypeVar
 from sqlalchemy import URL
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 from sqlalchemy.util import await_
 
 from flowstore.config import Settings
-from flowstore.engine import _install_sqlite_hooks, engine_options, is_memory_sqlite, normalize_url
+from flowstore.engine import (
+    OneHolderPool,
+    _install_sqlite_hooks,
+    engine_options,
+    is_memory_sqlite,
+    normalize_url,
+)
 from flowstore.errors import InvalidInputError, mask_secrets
 
 R = TypeVar("R")
@@ -100,7 +105,7 @@ class TaskGate:
             self._lock.release()
 
 
-class GatedStaticPool(StaticPool):
+class GatedStaticPool(OneHolderPool):
     """``StaticPool`` whose single connection one task at a time may check out."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -113,19 +118,11 @@ class GatedStaticPool(StaticPool):
         pool.gate = self.gate
         return pool
 
-    def _do_get(self) -> ConnectionPoolEntry:
+    def _enter(self) -> None:
         await_(self.gate.enter())
-        try:
-            return super()._do_get()
-        except BaseException:
-            self.gate.leave()
-            raise
 
-    def _do_return_conn(self, record: ConnectionPoolEntry) -> None:
-        try:
-            super()._do_return_conn(record)
-        finally:
-            self.gate.leave()
+    def _leave(self) -> None:
+        self.gate.leave()
 
 
 def build_async_engine(url: str | URL, settings: Settings, **overrides: Any) -> AsyncEngine:
