@@ -263,6 +263,18 @@ def _numeric_limit(sql_type: Any) -> Decimal | None:
     return None
 
 
+#: The types of JSON values; an instance of a subclass (an ``IntEnum``, a ``StrEnum``, an
+#: ``OrderedDict``) is checked as its base type (:func:`_json_kind`).
+_JSON_KINDS: Final = frozenset({str, int, float, bool, dict, list, tuple, type(None)})
+
+
+def _json_kind(field: str, item: Any) -> type[Any]:
+    for kind in (bool, str, int, float, dict, list, tuple):  # bool before int: a subclass
+        if isinstance(item, kind):
+            return kind
+    raise InvalidInputError(f"{field!r}: {type(item).__name__} is not a JSON value")
+
+
 def check_json(field: str, value: Any) -> None:
     """A JSON value every backend stores and returns unchanged: string keys, finite numbers,
     64-bit integers, text without NUL, nesting below MySQL's limit."""
@@ -272,7 +284,9 @@ def check_json(field: str, value: Any) -> None:
         item, depth = pop()
         if depth > _MAX_JSON_DEPTH:
             raise InvalidInputError(f"{field!r}: JSON nested deeper than {_MAX_JSON_DEPTH}")
-        kind = type(item)  # exact types first: the common case costs one comparison
+        kind = type(item)
+        if kind not in _JSON_KINDS:
+            kind = _json_kind(field, item)
         if kind is str:
             if not item.isascii() or "\x00" in item:
                 _check_text(field, item)
@@ -281,7 +295,7 @@ def check_json(field: str, value: Any) -> None:
                 raise InvalidInputError(f"{field!r}: JSON integers must fit in 64 bits")
         elif kind is dict:
             for key, member in item.items():
-                if type(key) is not str:
+                if not isinstance(key, str):
                     raise InvalidInputError(f"{field!r}: JSON object keys must be strings")
                 if not key.isascii() or "\x00" in key:
                     _check_text(field, key)
@@ -292,42 +306,13 @@ def check_json(field: str, value: Any) -> None:
                 elif member_kind is int and -_INT64 <= member < _INT64:
                     continue
                 push((member, depth + 1))
-        elif item is None or kind is bool:
-            continue
         elif kind is float:
             if not math.isfinite(item):
                 raise InvalidInputError(f"{field!r}: JSON numbers must be finite")
         elif kind is list or kind is tuple:
             for member in item:
                 push((member, depth + 1))
-        else:
-            _check_json_subclass(field, item, depth, push)
-
-
-def _check_json_subclass(field: str, item: Any, depth: int, push: Any) -> None:
-    """:func:`check_json` for an instance of a subclass of a JSON type (an ``IntEnum``, a
-    ``StrEnum``, an ``OrderedDict``): checked as its base type; anything else is refused."""
-    if isinstance(item, bool):
-        return
-    if isinstance(item, str):
-        _check_text(field, item)
-    elif isinstance(item, int):
-        if not -_INT64 <= item < _INT64:
-            raise InvalidInputError(f"{field!r}: JSON integers must fit in 64 bits")
-    elif isinstance(item, float):
-        if not math.isfinite(item):
-            raise InvalidInputError(f"{field!r}: JSON numbers must be finite")
-    elif isinstance(item, dict):
-        for key, member in item.items():
-            if not isinstance(key, str):
-                raise InvalidInputError(f"{field!r}: JSON object keys must be strings")
-            _check_text(field, key)
-            push((member, depth + 1))
-    elif isinstance(item, list | tuple):
-        for member in item:
-            push((member, depth + 1))
-    else:
-        raise InvalidInputError(f"{field!r}: {type(item).__name__} is not a JSON value")
+        # None and bool need nothing
 
 
 # How one column's value is checked before a write: (attribute, checker, whether None is

@@ -202,3 +202,9 @@ def test_check_json_accepts_json_values_and_their_subclasses(value: object) -> N
 def test_check_json_refuses_what_a_backend_would_not_store(value: object, message: str) -> None:
     with pytest.raises(InvalidInputError, match=message):
         check_json("config", value)
+
+
+def test_check_json_takes_text_subclasses_as_keys() -> None:
+    check_json("config", {DeploymentStatus.RUNNING: 1, "plain": {DeploymentStatus.FAILED: "x"}})
+    with pytest.raises(InvalidInputError, match="NUL"):
+        check_json("config", collections.OrderedDict({"a\x00": 1}))
