@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
 
-from sqlalchemy import Dialect, Engine, String, Table, Text, column, insert, table
+from sqlalchemy import Dialect, Engine, Table, Text, column, insert, table
 from sqlalchemy import exc as sa_exc
 
 from flowstore.errors import (
@@ -45,7 +45,7 @@ from flowstore.errors import (
     translate,
 )
 from flowstore.models import AuditLog, utcnow, uuid7
-from flowstore.spec import coerce_value
+from flowstore.spec import column_checks
 
 __all__ = ["AuditWriteError", "AuditWriter", "AuditWriterStats", "FailedEntry"]
 
@@ -57,16 +57,17 @@ _INDEX = {name: i for i, name in enumerate(_COLUMNS)}
 _FIELDS = frozenset({"id", "created_at"} | (set(_COLUMNS) - {"updated_at", "lock_version"}))
 
 
-def _length(name: str) -> int:
-    sql_type = _TABLE.c[name].type
-    return (sql_type.length or 0) if isinstance(sql_type, String) else 0
-
-
-_TEXT_LIMITS = {
-    name: _length(name) for name in ("action", "resource_type", "resource_id", "request_id")
-}
 _REQUIRED = ("org_id", "action", "resource_type")
-_UUIDS = ("id", "org_id", "application_id", "user_id")
+# The checks every repository write makes (spec.column_checks), for the ids and the text
+# fields; details and created_at are checked in write() on their own terms.
+_CHECKS = {name: check for name, check, _new, _existing in column_checks(AuditLog)}
+_CHECKED = tuple(
+    (name, _CHECKS[name])
+    for name in (
+        "id", "org_id", "application_id", "user_id",
+        "action", "resource_type", "resource_id", "request_id",
+    )
+)  # fmt: skip
 # Elsewhere than PostgreSQL the rows take Core's type handling (its bind processors, see
 # _driver_statement); ``details`` arrives already as JSON text, checked and encoded once in
 # write().
@@ -305,25 +306,16 @@ class AuditWriter:
         if self._org_id is not None:
             given = self._org_id if values["org_id"] is None else values["org_id"]
             # kept coerced, so the UUID check below does not coerce it again
-            values["org_id"] = coerce_value(_TABLE.c.org_id, "org_id", given)
+            values["org_id"] = _CHECKS["org_id"](given)
             if values["org_id"] != self._org_id:
                 raise InvalidInputError("this audit writer writes one organization's entries")
         for name in _REQUIRED:
             if values[name] is None:
                 raise InvalidInputError(f"an audit entry needs {name}")
-        for name in _UUIDS:
+        for name, check in _CHECKED:
             value = values[name]
-            if value is not None and type(value) is not uuid.UUID:
-                values[name] = coerce_value(_TABLE.c[name], name, value)
-        for name, limit in _TEXT_LIMITS.items():
-            value = values[name]
-            if value is not None and not (
-                type(value) is str
-                and len(value) <= limit
-                and value.isascii()
-                and "\x00" not in value
-            ):
-                values[name] = coerce_value(_TABLE.c[name], name, value)
+            if value is not None:
+                values[name] = check(value)
         values["details"] = _details_json(values["details"])
         created = values["created_at"]
         if created is None:
