@@ -155,7 +155,7 @@ def _persist(
     hash_key = session.hash_key
     identity_class = plan.identity_class
     primary_key = plan.primary_key
-    (single,) = primary_key if len(primary_key) == 1 else (None,)
+    single = primary_key[0] if len(primary_key) == 1 else None
     for state, values in zip(states, dicts, strict=True):
         ident = (values[single],) if single else tuple(values[key] for key in primary_key)
         state.session_id = hash_key
