@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import create_engine
 
 from flowstore import Store
 from flowstore.audit_writer import AuditWriteError, AuditWriter, FailedEntry
@@ -294,3 +295,21 @@ def test_driver_rows_read_back_as_core_rows_do(store: Store) -> None:
     first, second = sorted(stored(store, org), key=lambda r: str(r.resource_id))
     assert [getattr(first, c) for c in columns] == [getattr(second, c) for c in columns]
     assert second.created_at == when and second.application_id == app
+
+
+def test_a_driver_taking_named_parameters_gets_the_rows_through_core(store: Store) -> None:
+    """The driver-tuple path needs positional parameters; an engine set to named ones takes
+    Core's insert instead, and stores the same entries."""
+    if store.dialect != "sqlite" or store.is_memory:
+        pytest.skip("needs a second engine on the same SQLite file")
+    engine = create_engine(store.url, paramstyle="named")
+    org = uuid.uuid4()
+    try:
+        with AuditWriter(engine, flush_interval=3600) as writer:
+            assert writer._statement is None
+            ids = [writer.write(entry(org, n)) for n in range(3)]
+    finally:
+        engine.dispose()
+    rows = {r.id: r for r in stored(store, org)}
+    assert set(rows) == set(ids)
+    assert rows[ids[2]].details == {"n": 2} and rows[ids[2]].resource_id == "dep-2"
