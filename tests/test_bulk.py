@@ -12,10 +12,22 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import String, event, inspect, select
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy import (
+    String,
+    TypeDecorator,
+    UniqueConstraint,
+    create_engine,
+    event,
+    func,
+    inspect,
+    select,
+)
+from sqlalchemy.exc import StatementError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from flowstore import Store
 from flowstore.errors import (
@@ -23,16 +35,34 @@ from flowstore.errors import (
     ConcurrencyError,
     InvalidInputError,
     NotFoundError,
+    translate,
 )
 from flowstore.models import (
     Deployment,
+    DeploymentNode,
     DeploymentStatus,
     Organization,
     Request,
     RequestStatus,
     Template,
 )
+from flowstore.repositories import bulk
 from flowstore.repositories.bulk import _plan, insert_many
+from flowstore.testing.factories import (
+    ApplicationFactory,
+    AuditLogFactory,
+    DeploymentFactory,
+    DeploymentNodeFactory,
+    InferenceRequestFactory,
+    JobFactory,
+    MachineFactory,
+    OrganizationFactory,
+    PolicyFactory,
+    RequestFactory,
+    TemplateFactory,
+    UserFactory,
+    using_session,
+)
 
 
 def deployments(n: int, prefix: str = "svc") -> list[Deployment]:
@@ -279,3 +309,181 @@ def test_models_whose_attributes_and_columns_differ_take_the_flush() -> None:
     assert _plan(Renamed) is None  # the objects' dicts could not be the INSERT parameters
     assert _plan(Plain) is not None
     assert _plan(Deployment) is not None
+
+
+# -- the driver's own statement ------------------------------------------------------------
+
+FACTORIES = [
+    OrganizationFactory,
+    ApplicationFactory,
+    UserFactory,
+    PolicyFactory,
+    TemplateFactory,
+    RequestFactory,
+    MachineFactory,
+    DeploymentFactory,
+    DeploymentNodeFactory,
+    AuditLogFactory,
+    InferenceRequestFactory,
+    JobFactory,
+]
+
+
+def _unique_strings(model: type[Any]) -> set[str]:
+    table = model.__table__
+    groups = [c.columns for c in table.constraints if isinstance(c, UniqueConstraint)]
+    groups += [i.columns for i in table.indexes if i.unique]
+    return {c.key for group in groups for c in group if isinstance(c.type, String)}
+
+
+def _other(text: str) -> str:
+    """A different string of the same length (a unique column's value for the twin)."""
+    return ("x" if text[:1] != "x" else "y") + text[1:]
+
+
+@pytest.mark.parametrize("factory", FACTORIES, ids=lambda f: f.__name__.removesuffix("Factory"))
+def test_every_model_reads_back_from_the_bulk_path_as_from_a_flush(
+    store: Store, factory: Any
+) -> None:
+    """A row whose values went through the driver's statement (the columns' bind processors,
+    position by position; COPY on PostgreSQL) reads back as its twin stored by a flush:
+    enums, JSON, money, booleans, UTC times and UUIDs alike."""
+    model = factory._meta.model
+    mapper = inspect(model)
+    keys = [prop.key for prop in mapper.column_attrs]
+    unique = _unique_strings(model)
+    with store.unit_of_work() as uow, using_session(uow.session):
+        flushed = factory.create()
+        values = {key: getattr(flushed, key) for key in keys}
+        for key in unique:
+            if values[key] is not None:
+                values[key] = _other(values[key])
+        pk = mapper.get_property_by_column(mapper.primary_key[0]).key
+        values[pk] = DeploymentFactory.create().id if model is DeploymentNode else uuid.uuid4()
+        version = mapper.version_id_col
+        if version is not None:
+            values.pop(mapper.get_property_by_column(version).key)
+        twin = model(**values)
+        assert insert_many(uow.session, model, [twin])
+        left = {key: getattr(twin, key) for key in keys}
+        ids = (mapper.primary_key_from_instance(flushed), mapper.primary_key_from_instance(twin))
+    with store.unit_of_work() as uow:
+        first, second = (uow.session.get(model, ident) for ident in ids)
+        assert first is not None and second is not None
+        for key in keys:
+            a, b = getattr(first, key), getattr(second, key)
+            assert b == left[key], key  # what add_many left on the object is what is stored
+            if key in unique and a is not None:
+                a = _other(a)
+            if key != pk:
+                assert a == b, key
+
+
+def test_the_batch_goes_to_the_driver_in_one_call(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL (psycopg): one COPY. Elsewhere: one executemany of the driver's positional
+    INSERT, seen by engine listeners as any statement is."""
+    copies: list[str] = []
+    copy_rows = bulk.copy_rows
+
+    def spy(connection: Any, statement: str, rows: Any) -> None:
+        copies.append(statement)
+        copy_rows(connection, statement, rows)
+
+    monkeypatch.setattr(bulk, "copy_rows", spy)
+    items = deployments(30, "driver")
+    if store.dialect == "postgresql":
+        with store.unit_of_work() as uow:
+            uow.deployments.add_many(items)
+        assert copies == ['COPY deployments (id, name, version, status, config, created_at, '
+                          'updated_at, lock_version) FROM STDIN']  # fmt: skip
+    else:
+        seen: list[tuple[str, Any]] = []
+
+        def record(conn: object, cursor: object, statement: str, params: Any, *_: object) -> None:
+            seen.append((statement, params))
+
+        event.listen(store.engine, "before_cursor_execute", record)
+        try:
+            with store.unit_of_work() as uow:
+                uow.deployments.add_many(items)
+        finally:
+            event.remove(store.engine, "before_cursor_execute", record)
+        inserts = [(s, p) for s, p in seen if s.startswith("INSERT")]
+        assert len(inserts) == 1 and copies == []
+        statement, params = inserts[0]
+        assert "VALUES (?," in statement or "VALUES (%s," in statement
+        assert len(params) == 30 and all(type(row) is tuple and len(row) == 8 for row in params)
+    with store.unit_of_work() as uow:
+        stored = {d.name: d for d in uow.deployments.list(limit=100)}
+        assert stored["driver-29"].config == {"i": 29} and len(stored) == 30
+
+
+def test_on_postgresql_watched_engines_get_an_insert_not_copy(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """COPY is not a cursor execution: with an engine listener or ``echo`` on, the batch goes
+    through Core, so what watches the SQL sees it."""
+    if store.dialect != "postgresql":
+        pytest.skip("COPY is PostgreSQL's")
+    monkeypatch.setattr(bulk, "copy_rows", _no_copy)
+    with statements(store) as sent, store.unit_of_work() as uow:
+        uow.deployments.add_many(deployments(3, "watched"))
+    assert sent.count("INSERT") == 1
+    store.engine.echo = True
+    try:
+        with store.unit_of_work() as uow:
+            uow.deployments.add_many(deployments(3, "echoed"))
+    finally:
+        store.engine.echo = False
+    with store.unit_of_work() as uow:
+        assert uow.deployments.count() == 6
+
+
+def _no_copy(*_: object) -> None:
+    raise AssertionError("COPY was used")
+
+
+class _Picky(TypeDecorator[str]):
+    """Refuses ``"bad"`` when it is sent, as a type's own bind processing may."""
+
+    impl = String(10)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> Any:
+        if value == "bad":
+            raise ValueError("picky: 'bad' is refused")
+        return value
+
+
+def test_a_value_a_column_type_refuses_writes_nothing(tmp_path: Path) -> None:
+    """The types' bind processors run before the driver is called: one refusing a value is
+    the flowstore error, and the batch is taken back whole."""
+
+    class Other(DeclarativeBase):
+        pass
+
+    class Note(Other):
+        __tablename__ = "notes"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        text: Mapped[str] = mapped_column(_Picky())
+        made: Mapped[int] = mapped_column(default=7)
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'picky.db'}")
+    Other.metadata.create_all(engine)
+    batch = [Note(id=1, text="fine"), Note(id=2, text="bad")]
+    try:
+        with Session(engine) as session:
+            with pytest.raises(StatementError, match="picky") as raised:
+                insert_many(session, Note, batch)
+            assert isinstance(translate(raised.value), InvalidInputError)
+            assert all(inspect(n).transient and "made" not in vars(n) for n in batch)
+            assert session.scalar(select(func.count()).select_from(Note)) == 0
+            batch[1].text = "mended"
+            assert insert_many(session, Note, batch)
+            session.commit()
+        with Session(engine) as session:
+            assert session.scalars(select(Note.made)).all() == [7, 7]
+    finally:
+        engine.dispose()

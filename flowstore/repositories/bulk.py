@@ -18,16 +18,27 @@ flush: :func:`insert_many` returns ``False`` before doing anything.
 from __future__ import annotations
 
 import functools
+import operator
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Table, insert
+from sqlalchemy import Connection, Dialect, Table, insert
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Mapper, Session
 from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.orm.state import InstanceState
 
+from flowstore.driver import (
+    Processors,
+    bind_processors,
+    copy_rows,
+    copy_statement,
+    positional_insert,
+    process_columns,
+    quiet,
+)
 from flowstore.errors import InvalidInputError
 from flowstore.spec import column_checks
 
@@ -218,6 +229,63 @@ def _take_back(plan: _BulkPlan, dicts: list[dict[str, Any]], filled: list[int]) 
                 values.pop(plan.version_attribute, None)
 
 
+@dataclass(frozen=True)
+class _DriverInsert:
+    """The batch as the driver takes it: ``statement`` (a positional ``INSERT``, or ``COPY``),
+    the attributes whose values make a row, in order, and their columns' bind processors."""
+
+    statement: str
+    copy: bool
+    row: Callable[[dict[str, Any]], tuple[Any, ...]]
+    processors: Processors
+
+
+#: Per dialect (an engine's), per model: how its batches reach the driver (``None``: Core).
+_DRIVER_INSERTS: weakref.WeakKeyDictionary[Dialect, dict[type[Any], _DriverInsert | None]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _driver_insert(dialect: Dialect, model: type[Any], plan: _BulkPlan) -> _DriverInsert | None:
+    known = _DRIVER_INSERTS.setdefault(dialect, {})
+    if model in known:
+        return known[model]
+    columns = list(plan.table.columns)
+    names = [c.name for c in columns]
+    keys = [c.key for c in columns]  # the attributes: _plan made sure they are the same
+    statement: str | None
+    if dialect.name == "postgresql":
+        # Core's insertmanyvalues beats an executemany there; COPY beats both, but only the
+        # sync psycopg connection has it
+        copy = dialect.driver == "psycopg" and not dialect.is_async
+        statement = copy_statement(dialect, plan.table.name, names) if copy else None
+    else:
+        copy = False
+        statement = positional_insert(dialect, plan.table.name, names)
+    driver = None
+    if statement is not None:
+        row: Any = operator.itemgetter(*keys) if len(keys) > 1 else lambda v: (v[keys[0]],)
+        types = [c.type for c in columns]
+        driver = _DriverInsert(statement, copy, row, bind_processors(dialect, types))
+    known[model] = driver
+    return driver
+
+
+def _send(connection: Connection, plan: _BulkPlan, model: type[Any], dicts: list[Any]) -> None:
+    """One INSERT of the filled dicts: the driver's own where it has one, else Core's."""
+    driver = _driver_insert(connection.dialect, model, plan)
+    if driver is None or (driver.copy and not quiet(connection)):
+        # Core takes from each dict the values of the table's columns and no other key
+        connection.execute(insert(plan.table), dicts)
+        return
+    columns: list[Sequence[Any]] = list(zip(*map(driver.row, dicts), strict=True))
+    process_columns(columns, driver.processors)
+    if driver.copy:
+        copy_rows(connection, driver.statement, zip(*columns, strict=True))
+    else:
+        connection.exec_driver_sql(driver.statement, list(zip(*columns, strict=True)))
+
+
 def insert_many(session: Session, model: type[Any], entities: Sequence[Any]) -> bool:
     """Check ``entities`` (new ``model`` objects), insert them in one executemany inside a
     SAVEPOINT and make them persistent in ``session``; ``False`` (nothing done, nothing
@@ -239,8 +307,7 @@ def insert_many(session: Session, model: type[Any], entities: Sequence[Any]) -> 
         session.flush()  # earlier pending work goes first, as before any SAVEPOINT
         connection = session.connection()
         with connection.begin_nested():  # a bare SAVEPOINT: the ORM keeps no snapshot here
-            # Core takes from each dict the values of the table's columns and no other key
-            connection.execute(insert(plan.table), dicts)
+            _send(connection, plan, model, dicts)
     except BaseException:
         _take_back(plan, dicts, filled)
         raise

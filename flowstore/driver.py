@@ -1,0 +1,107 @@
+"""Rows handed to the DB-API driver directly, for the two bulk writers: ``add_many``'s fast
+path (``flowstore.repositories.bulk``) and the ``AuditWriter``.
+
+Their rows are checked and complete before they are sent, so Core's per-row work (a parameter
+dict per row, defaults, the positional tuple made from the dict) buys nothing. Here the values
+are converted column by column with the columns' own bind processors, the functions Core
+applies to them (``TypeEngine.bind_processor`` for the dialect), so a row stored this way reads
+back exactly as one stored through Core. Then one driver call takes them all: an executemany
+of a positional ``INSERT`` (through ``Connection.exec_driver_sql``, so engine events, logging
+and error wrapping are Core's), or ``COPY`` on PostgreSQL with psycopg.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Dialect
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.types import TypeEngine
+
+__all__ = [
+    "Processors",
+    "bind_processors",
+    "copy_rows",
+    "copy_statement",
+    "positional_insert",
+    "process_columns",
+    "quiet",
+]
+
+#: The bind processors of a row's columns that have one: ``(position, processor)``.
+Processors = tuple[tuple[int, Callable[[Any], Any]], ...]
+
+#: Paramstyles that take a tuple of values by position (pyformat drivers, psycopg and PyMySQL,
+#: take ``%s`` too).
+_POSITIONAL_MARKS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
+
+
+def bind_processors(dialect: Dialect, types: Sequence[TypeEngine[Any]]) -> Processors:
+    """What Core applies to the values of columns of ``types``, in order, on ``dialect``."""
+    processors = []
+    for position, type_ in enumerate(types):
+        process = type_.dialect_impl(dialect).bind_processor(dialect)
+        if process is not None:
+            processors.append((position, process))
+    return tuple(processors)
+
+
+def process_columns(columns: list[Sequence[Any]], processors: Processors) -> None:
+    """Convert ``columns`` (the rows' values, one sequence per column) in place as Core would.
+    A ``None`` is sent as it is (NULL); a value a processor refuses is a
+    ``sqlalchemy.exc.StatementError``, as it is when Core meets it."""
+    for position, process in processors:
+        try:
+            columns[position] = [None if v is None else process(v) for v in columns[position]]
+        except (TypeError, ValueError, OverflowError) as error:
+            raise sa_exc.StatementError(
+                f"({type(error).__name__}) {error}", None, None, error
+            ) from error
+
+
+def positional_insert(dialect: Dialect, table: str, names: Sequence[str]) -> str | None:
+    """``INSERT INTO table (names) VALUES (?, ...)`` in the driver's own marks; ``None`` for a
+    driver that takes only named parameters."""
+    mark = _POSITIONAL_MARKS.get(dialect.paramstyle)
+    if mark is None:
+        return None
+    quote = dialect.identifier_preparer.quote
+    return (
+        f"INSERT INTO {quote(table)} ({', '.join(quote(n) for n in names)}) "
+        f"VALUES ({', '.join([mark] * len(names))})"
+    )
+
+
+def copy_statement(dialect: Dialect, table: str, names: Sequence[str]) -> str:
+    quote = dialect.identifier_preparer.quote
+    return f"COPY {quote(table)} ({', '.join(quote(n) for n in names)}) FROM STDIN"
+
+
+def copy_rows(connection: Connection, statement: str, rows: Iterable[Sequence[Any]]) -> None:
+    """``COPY`` ``rows`` in on ``connection``, inside its transaction (psycopg 3, sync).
+
+    The driver's errors come out as SQLAlchemy's (``IntegrityError`` and so on), as they do
+    from ``Connection.execute``. COPY is not a cursor execution: engine ``*_cursor_execute``
+    listeners and ``echo`` do not see it, so callers use it only when there are none.
+    """
+    dialect = connection.dialect
+    dbapi_error: type[Exception] = dialect.loaded_dbapi.Error
+    driver: Any = connection.connection.driver_connection
+    try:
+        with driver.cursor() as cursor, cursor.copy(statement) as copy:
+            for row in rows:
+                copy.write_row(row)
+    except dbapi_error as error:
+        raise sa_exc.DBAPIError.instance(
+            statement, None, error, dbapi_error, dialect=dialect
+        ) from error
+
+
+def quiet(connection: Connection) -> bool:
+    """Whether nothing watches ``connection``'s cursor executions (listeners, echo): then a
+    ``COPY``, which is not one, hides nothing."""
+    events = connection.dispatch
+    return not (
+        connection.engine.echo or events.before_cursor_execute or events.after_cursor_execute
+    )
