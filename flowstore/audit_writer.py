@@ -29,7 +29,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
@@ -38,6 +38,13 @@ from typing import Any, Self
 from sqlalchemy import Dialect, Engine, Table, Text, column, insert, table
 from sqlalchemy import exc as sa_exc
 
+from flowstore.driver import (
+    Processors,
+    bind_processors,
+    copy_statement,
+    positional_insert,
+    process_columns,
+)
 from flowstore.errors import (
     AlreadyExistsError,
     FlowstoreError,
@@ -78,7 +85,7 @@ _CORE_TABLE = table(
 _BLANK: dict[str, Any] = dict.fromkeys(_COLUMNS)
 _ROW = operator.itemgetter(*_COLUMNS)
 _JSON = json.JSONEncoder(allow_nan=False)  # made once: json.dumps(allow_nan=...) makes one a call
-_COPY_SQL = f"COPY {_TABLE.name} ({', '.join(_COLUMNS)}) FROM STDIN"
+_CREATED, _UPDATED = _INDEX["created_at"], _INDEX["updated_at"]
 
 Row = tuple[Any, ...]
 
@@ -149,6 +156,7 @@ class AuditWriter:
         self._engine = engine
         self._copy = engine.dialect.name == "postgresql"
         self._statement = None if self._copy else _driver_statement(engine.dialect)
+        self._copy_sql = copy_statement(engine.dialect, _TABLE.name, _COLUMNS)
         self._batch_size = batch_size
         self._flush_interval = flush_interval
         self._max_pending = max(max_pending, batch_size)
@@ -390,7 +398,7 @@ class AuditWriter:
             raw = self._engine.raw_connection()
             try:
                 driver: Any = raw.driver_connection
-                with driver.cursor() as cursor, cursor.copy(_COPY_SQL) as copy:
+                with driver.cursor() as cursor, cursor.copy(self._copy_sql) as copy:
                     for row in rows:
                         copy.write_row(row)
                 raw.commit()
@@ -411,17 +419,10 @@ class AuditWriter:
                 )
                 return
             sql, processors = statement
-            created, updated = _INDEX["created_at"], _INDEX["updated_at"]
-            params = []
-            for row in rows:
-                values = list(row)
-                for i, process in processors:
-                    value = values[i]
-                    if value is not None and i != updated:  # None needs no processing
-                        values[i] = process(value)
-                values[updated] = values[created]  # _row makes them one value
-                params.append(tuple(values))
-            conn.exec_driver_sql(sql, params)  # one executemany (multi-row on PyMySQL)
+            values: list[Sequence[Any]] = list(zip(*rows, strict=True))
+            process_columns(values, processors)
+            values[_UPDATED] = values[_CREATED]  # _row makes them one value: converted once
+            conn.exec_driver_sql(sql, list(zip(*values, strict=True)))  # one executemany
 
     def _give_up(self, rows: list[Row], error: FlowstoreError) -> None:
         failed = [FailedEntry(dict(zip(_COLUMNS, row, strict=True)), error) for row in rows]
@@ -437,31 +438,17 @@ class AuditWriter:
                 log.exception("audit writer: on_error callback failed")
 
 
-def _driver_statement(
-    dialect: Dialect,
-) -> tuple[str, list[tuple[int, Callable[[Any], Any]]]] | None:
+def _driver_statement(dialect: Dialect) -> tuple[str, Processors] | None:
     """The INSERT as the driver takes it, with positional parameters in table order, and the
-    columns' bind processors (what Core applies to each value), by position; ``None`` for a
-    driver without positional parameters. Handing the driver ready tuples spares Core's
+    columns' bind processors (but ``updated_at``'s: it is ``created_at``'s value); ``None``
+    for a driver without positional parameters. Handing the driver ready tuples spares Core's
     per-row parameter dicts: the rows are already checked and in table order."""
-    mark = _POSITIONAL_MARKS.get(dialect.paramstyle)
-    if mark is None:
+    sql = positional_insert(dialect, _TABLE.name, _COLUMNS)
+    if sql is None:
         return None
-    quote = dialect.identifier_preparer.quote
-    sql = (
-        f"INSERT INTO {quote(_TABLE.name)} ({', '.join(quote(c) for c in _COLUMNS)}) "
-        f"VALUES ({', '.join([mark] * len(_COLUMNS))})"
-    )
-    processors: list[tuple[int, Callable[[Any], Any]]] = []
-    for i, col in enumerate(_CORE_TABLE.columns):
-        process = col.type.dialect_impl(dialect).bind_processor(dialect)
-        if process is not None:
-            processors.append((i, process))
-    return sql, processors
-
-
-#: Paramstyles that take a tuple of values by position (PyMySQL's pyformat takes ``%s`` too).
-_POSITIONAL_MARKS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
+    types = [col.type for col in _CORE_TABLE.columns]
+    processors = bind_processors(dialect, types)
+    return sql, tuple((i, process) for i, process in processors if i != _UPDATED)
 
 
 def _details_json(details: Any) -> str:
@@ -485,6 +472,6 @@ def _as_flowstore_error(exc: BaseException) -> FlowstoreError:
         return translate(exc)
     module = type(exc).__module__.split(".")[0]
     if module in {"psycopg", "pymysql", "sqlite3"}:
-        wrapped = sa_exc.DBAPIError.instance(_COPY_SQL, None, exc, Exception)
+        wrapped = sa_exc.DBAPIError.instance(None, None, exc, Exception)
         return translate(wrapped)
     return translate(exc)
