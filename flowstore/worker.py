@@ -28,6 +28,8 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from flowstore.errors import (
     ConcurrencyError,
     ConnectionFailedError,
@@ -38,7 +40,7 @@ from flowstore.errors import (
 )
 from flowstore.models.enums import JobStatus
 from flowstore.models.job import Job
-from flowstore.queue import JobQueue, default_worker_id
+from flowstore.queue import JobQueue, LostClaimError, default_worker_id
 from flowstore.store import Store
 
 __all__ = ["Handler", "add_arguments", "main", "resolve_handler", "run_from_args", "run_worker"]
@@ -51,7 +53,6 @@ Handler = Callable[[Job], Any]
 # Errors after which the database may answer again: back off and carry on.
 _TRANSIENT = (ConnectionFailedError, TransactionFailedError)
 _SETTLE_ATTEMPTS = 5
-_FAILED = (JobStatus.QUEUED, JobStatus.DEAD)
 
 
 def resolve_handler(handler: Handler | str) -> Handler:
@@ -197,21 +198,27 @@ class _Worker:
             self._drop(job)  # settled next: no more heartbeats
             with self._lock:
                 self.processed += 1
+        # Through the queue's core, which raises a lost claim, so that it is logged once, here,
+        # with what it means for this run (JobQueue.acknowledge and .fail log it themselves).
         if error is None:
-            self._settle(job, lambda: queue.acknowledge(job), "acknowledge")
+            self._settle(queue, job, lambda s: queue.core.acknowledge(s, job), "acknowledge")
         else:
             failure = error
-            # a failed run settles as queued (to retry) or dead; any other status is the
-            # job's under a claim that is no longer ours
-            self._settle(job, lambda: queue.fail(job, failure) in _FAILED, "fail")
+            self._settle(queue, job, lambda s: queue.core.fail(s, job, failure), "fail")
 
-    def _settle(self, job: Job, settle: Callable[[], bool], verb: str) -> None:
-        """Acknowledge or fail ``job``, riding out a short database outage. ``settle`` says
-        whether the job was settled under this worker's claim (a lost one is not raised)."""
+    def _settle(
+        self, queue: JobQueue, job: Job, step: Callable[[Session], object], verb: str
+    ) -> None:
+        """Acknowledge or fail ``job`` (``step``, in a transaction of its own), riding out a
+        short database outage."""
         for attempt in range(1, _SETTLE_ATTEMPTS + 1):
             try:
-                if not settle():
-                    log.error("job %s ran, but its lease was lost before it settled", job.id)
+                queue._run(step)
+                return
+            except LostClaimError as lost:  # routine: another worker has the job now
+                log.warning(
+                    "job %s ran, but its lease was lost before it settled: %s", job.id, lost
+                )
                 return
             except NotFoundError:
                 log.error("job %s vanished (purged?) before it could %s", job.id, verb)

@@ -5,6 +5,7 @@ Time is a ``Clock`` the test moves by hand, so leases and backoffs run out witho
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import uuid
@@ -592,6 +593,35 @@ def test_run_worker_acknowledges_and_fails_jobs_until_empty(store: Store) -> Non
     assert dead.last_error is not None
     assert "ValueError: cannot do this one" in dead.last_error
     assert "Traceback" in dead.last_error
+
+
+@pytest.mark.parametrize("outcome", ["done", "failed"])
+def test_a_lease_lost_during_a_run_is_logged_once_and_leaves_the_new_run_alone(
+    store: Store, outcome: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The handler outlives its lease and another worker claims the job: settling it must not
+    touch the other run, and the loss is one warning (the worker's), not one per layer."""
+    job_id = store.queue("work").enqueue({})
+    later = datetime.now(UTC) + timedelta(hours=1)  # past the worker's 30 s lease
+    thief = JobQueue(store, "work", clock=lambda: later, worker_id="thief")
+
+    def handler(job: Job) -> None:
+        stolen = thief.dequeue()
+        assert stolen is not None and stolen.id == job.id
+        if outcome == "failed":
+            raise RuntimeError("too slow")
+
+    caplog.set_level(logging.INFO, logger="flowstore")
+    processed = run_worker(store, "work", handler, max_jobs=1, poll_interval=0.05)
+
+    assert processed == 1
+    lost = [r for r in caplog.records if "lost" in r.getMessage()]
+    assert len(lost) == 1, [r.getMessage() for r in lost]
+    assert lost[0].name == "flowstore.worker" and lost[0].levelno == logging.WARNING
+    assert str(job_id) in lost[0].getMessage()
+    job = store.queue("work").get(job_id)
+    assert job.status is JobStatus.RUNNING and job.locked_by == "thief"
+    assert thief.acknowledge(job_id)  # the new run settles as usual
 
 
 def test_a_stopped_worker_finishes_its_job_and_releases_the_rest_of_its_batch(
