@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, Dialect
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.types import TypeEngine
+from sqlalchemy.util import await_only
 
 __all__ = [
     "Processors",
@@ -79,7 +80,8 @@ def copy_statement(dialect: Dialect, table: str, names: Sequence[str]) -> str:
 
 
 def copy_rows(connection: Connection, statement: str, rows: Iterable[Sequence[Any]]) -> None:
-    """``COPY`` ``rows`` in on ``connection``, inside its transaction (psycopg 3, sync).
+    """``COPY`` ``rows`` in on ``connection``, inside its transaction (psycopg 3; on an async
+    engine, awaited from the greenlet its sync code runs in, as SQLAlchemy's own adapters do).
 
     The driver's errors come out as SQLAlchemy's (``IntegrityError`` and so on), as they do
     from ``Connection.execute``. COPY is not a cursor execution: engine ``*_cursor_execute``
@@ -89,13 +91,22 @@ def copy_rows(connection: Connection, statement: str, rows: Iterable[Sequence[An
     dbapi_error: type[Exception] = dialect.loaded_dbapi.Error
     driver: Any = connection.connection.driver_connection
     try:
-        with driver.cursor() as cursor, cursor.copy(statement) as copy:
-            for row in rows:
-                copy.write_row(row)
+        if dialect.is_async:
+            await_only(_copy_async(driver, statement, rows))
+        else:
+            with driver.cursor() as cursor, cursor.copy(statement) as copy:
+                for row in rows:
+                    copy.write_row(row)
     except dbapi_error as error:
         raise sa_exc.DBAPIError.instance(
             statement, None, error, dbapi_error, dialect=dialect
         ) from error
+
+
+async def _copy_async(driver: Any, statement: str, rows: Iterable[Sequence[Any]]) -> None:
+    async with driver.cursor() as cursor, cursor.copy(statement) as copy:
+        for row in rows:
+            await copy.write_row(row)
 
 
 def quiet(connection: Connection) -> bool:

@@ -54,7 +54,7 @@ from flowstore.models import (
     Template,
     User,
 )
-from flowstore.repositories import DeploymentRepository, DeploymentStats
+from flowstore.repositories import DeploymentRepository, DeploymentStats, bulk
 from flowstore.schema import head_revision
 from tests import builders as b
 from tests.backends import selected_backends
@@ -446,6 +446,38 @@ def test_errors_are_flowstore_errors(aio_url: str) -> None:
             await unused.deployments.count()
 
     arun(aio_url, body)
+
+
+def test_add_many_on_the_async_face_takes_the_driver_path(
+    aio_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sync bulk path runs inside the greenlet: COPY is awaited on async psycopg, aiosqlite
+    takes the driver's executemany; a duplicate writes nothing and is AlreadyExistsError."""
+    copies: list[str] = []
+    copy_rows = bulk.copy_rows
+
+    def spy(connection: Any, statement: str, rows: Any) -> None:
+        copies.append(statement)
+        copy_rows(connection, statement, rows)
+
+    monkeypatch.setattr(bulk, "copy_rows", spy)
+
+    async def body(store: AsyncStore) -> None:
+        items = [Deployment(name=f"a-{i}", version="1", config={"i": i}) for i in range(40)]
+        async with store.unit_of_work() as uow:
+            assert await uow.deployments.add_many(items) == items
+        taken = Deployment(id=items[3].id, name="again", version="1")
+        async with store.unit_of_work() as uow:
+            with pytest.raises(AlreadyExistsError):
+                await uow.deployments.add_many([Deployment(name="new", version="1"), taken])
+            assert taken.created_at is None  # given back as it was
+        async with store.unit_of_work() as uow:
+            stored = {d.name: d for d in await uow.deployments.list(limit=100)}
+        assert set(stored) == {d.name for d in items}
+        assert stored["a-39"].config == {"i": 39} and stored["a-39"].id == items[39].id
+
+    arun(aio_url, body)
+    assert len(copies) == (2 if aio_url.startswith("postgresql") else 0)
 
 
 def test_an_error_raised_while_committing_is_a_flowstore_error(aio_url: str) -> None:

@@ -255,9 +255,8 @@ def _driver_insert(dialect: Dialect, model: type[Any], plan: _BulkPlan) -> _Driv
     keys = [c.key for c in columns]  # the attributes: _plan made sure they are the same
     statement: str | None
     if dialect.name == "postgresql":
-        # Core's insertmanyvalues beats an executemany there; COPY beats both, but only the
-        # sync psycopg connection has it
-        copy = dialect.driver == "psycopg" and not dialect.is_async
+        # Core's insertmanyvalues beats an executemany there; COPY beats both (psycopg's)
+        copy = dialect.driver == "psycopg"
         statement = copy_statement(dialect, plan.table.name, names) if copy else None
     else:
         copy = False
