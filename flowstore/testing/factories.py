@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Callable
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import factory.random
 from factory import declarations
@@ -61,6 +61,8 @@ __all__ = [
     "AuditLogFactory",
     "DeploymentFactory",
     "DeploymentNodeFactory",
+    "EntityFactory",
+    "FlowstoreFactory",
     "InferenceRequestFactory",
     "JobFactory",
     "MachineFactory",
@@ -113,9 +115,14 @@ class Parent(declarations.SubFactory):
         return super().evaluate(instance, step, extra)  # type: ignore[no-untyped-call]
 
 
-class FlowstoreFactory(SQLAlchemyModelFactory):
+ModelT = TypeVar("ModelT")
+
+
+class FlowstoreFactory(SQLAlchemyModelFactory, Generic[ModelT]):
     """Base of the factories: the bound session, and each insert flushed in its own savepoint
-    (a failed one leaves the session usable and raises the flowstore error)."""
+    (a failed one leaves the session usable and raises the flowstore error). Subclasses name
+    their model twice: ``Meta.model`` for factory-boy, the type argument for type checkers
+    (``create()`` and ``build()`` return it; a bare call is factory-boy's, untyped)."""
 
     class Meta:
         abstract = True
@@ -123,15 +130,17 @@ class FlowstoreFactory(SQLAlchemyModelFactory):
         sqlalchemy_session_persistence = "flush"
 
     @classmethod
-    def build(cls, **kwargs: Any) -> Any:
+    def build(cls, **kwargs: Any) -> ModelT:
         """An unsaved instance (parents unsaved too); needs no session."""
-        return super().build(**kwargs)
+        built: ModelT = super().build(**kwargs)
+        return built
 
     @classmethod
-    def create(cls, **kwargs: Any) -> Any:
+    def create(cls, **kwargs: Any) -> ModelT:
         """A saved instance, flushed through the bound session (same as calling the factory;
         typed, for tests checked with ``mypy --strict``)."""
-        return super().create(**kwargs)
+        created: ModelT = super().create(**kwargs)
+        return created
 
     @classmethod
     def _create(cls, model_class: type[Any], *args: Any, **kwargs: Any) -> Any:
@@ -159,7 +168,7 @@ class FlowstoreFactory(SQLAlchemyModelFactory):
         return instance
 
 
-class EntityFactory(FlowstoreFactory):
+class EntityFactory(FlowstoreFactory[ModelT]):
     """Models with the ``Entity`` columns: the id is made up front, so ``build()`` has one too."""
 
     class Meta:
@@ -193,7 +202,7 @@ def _org_id_of(resolver: Any, *owners: str) -> uuid.UUID:
 SERVICES = ("api-gateway", "billing", "checkout", "search", "auth", "inference-router", "notifier")
 
 
-class DeploymentFactory(EntityFactory):
+class DeploymentFactory(EntityFactory[Deployment]):
     class Meta:
         model = Deployment
 
@@ -211,7 +220,7 @@ class DeploymentFactory(EntityFactory):
     )
 
 
-class DeploymentNodeFactory(FlowstoreFactory):
+class DeploymentNodeFactory(FlowstoreFactory[DeploymentNode]):
     class Meta:
         model = DeploymentNode
         exclude = ("deployment",)
@@ -230,7 +239,7 @@ PROVIDERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 
 
-class TemplateFactory(EntityFactory):
+class TemplateFactory(EntityFactory[Template]):
     class Meta:
         model = Template
 
@@ -250,7 +259,7 @@ class TemplateFactory(EntityFactory):
     )
 
 
-class RequestFactory(EntityFactory):
+class RequestFactory(EntityFactory[Request]):
     class Meta:
         model = Request
         exclude = ("template",)
@@ -261,7 +270,7 @@ class RequestFactory(EntityFactory):
     status = RequestStatus.PENDING
 
 
-class MachineFactory(EntityFactory):
+class MachineFactory(EntityFactory[Machine]):
     class Meta:
         model = Machine
         exclude = ("request",)
@@ -275,7 +284,7 @@ class MachineFactory(EntityFactory):
 # -- tenants: organizations, applications, users, policies ----------------------------------
 
 
-class OrganizationFactory(EntityFactory):
+class OrganizationFactory(EntityFactory[Organization]):
     class Meta:
         model = Organization
 
@@ -286,7 +295,7 @@ class OrganizationFactory(EntityFactory):
 APPLICATION_NAMES = ("web-app", "mobile-app", "batch-jobs", "support-bot", "analytics")
 
 
-class ApplicationFactory(EntityFactory):
+class ApplicationFactory(EntityFactory[Application]):
     """``raw_api_key="..."`` sets the key the row's hash is made from (default: a fresh one),
     so a test can authenticate with ``uow.applications.get_by_api_key(raw)``."""
 
@@ -310,7 +319,7 @@ def _email(o: Any, n: int) -> str:
     return f"{local}{n}@example.com"
 
 
-class UserFactory(EntityFactory):
+class UserFactory(EntityFactory[User]):
     class Meta:
         model = User
         exclude = ("org",)
@@ -332,7 +341,7 @@ POLICY_CONFIGS: dict[PolicyType, dict[str, Any]] = {
 }
 
 
-class PolicyFactory(EntityFactory):
+class PolicyFactory(EntityFactory[Policy]):
     """Org-level by default; ``application=app`` or ``user=u`` makes it app or user level (its
     organization then follows from that parent)."""
 
@@ -365,7 +374,7 @@ AUDIT_EVENTS = (
 )
 
 
-class AuditLogFactory(EntityFactory):
+class AuditLogFactory(EntityFactory[AuditLog]):
     class Meta:
         model = AuditLog
         exclude = ("org",)
@@ -387,7 +396,7 @@ _PROMPT_PRICE = Decimal("0.000003")  # per token, USD
 _COMPLETION_PRICE = Decimal("0.000015")
 
 
-class InferenceRequestFactory(EntityFactory):
+class InferenceRequestFactory(EntityFactory[InferenceRequest]):
     """One successful call of a made application; ``cost`` follows from the token counts."""
 
     class Meta:
@@ -419,7 +428,7 @@ JOB_TASKS = (
 _FINISHED = (JobStatus.DONE, JobStatus.DEAD)
 
 
-class JobFactory(FlowstoreFactory):
+class JobFactory(FlowstoreFactory[Job]):
     """A queued job, due now. ``status=JobStatus.RUNNING`` gives it a lease and a claim token
     (as a worker holding it would have); ``DONE`` or ``DEAD`` sets ``finished_at``, which the
     schema demands of finished jobs."""
