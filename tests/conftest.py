@@ -43,7 +43,7 @@ def server_database(request: pytest.FixtureRequest, backend: str, tag: str) -> T
         if in_ci():
             pytest.fail(f"CI=true and {reason}", pytrace=False)
         pytest.skip(reason)
-    request.session.config.add_cleanup(database.drop)  # type: ignore[attr-defined]
+    request.session.config.add_cleanup(database.drop)
     return database
 
 

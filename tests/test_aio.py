@@ -36,6 +36,7 @@ from flowstore import (
     Settings,
     Store,
     UnitOfWork,
+    driver,
     where,
 )
 from flowstore.aio import AsyncStore, AsyncUnitOfWork, async_proxy_class
@@ -454,7 +455,7 @@ def test_add_many_on_the_async_face_takes_the_driver_path(
     """The sync bulk path runs inside the greenlet: COPY is awaited on async psycopg, aiosqlite
     takes the driver's executemany; a duplicate writes nothing and is AlreadyExistsError."""
     copies: list[str] = []
-    copy_rows = bulk.copy_rows
+    copy_rows = driver.copy_rows
 
     def spy(connection: Any, statement: str, rows: Any) -> None:
         copies.append(statement)
@@ -814,12 +815,16 @@ def test_a_scoped_async_unit_of_work_sees_only_its_organization(aio_url: str) ->
     arun(aio_url, body)
 
 
+async def _nothing(uow: AsyncUnitOfWork) -> None:
+    return None
+
+
 def test_run_in_transaction_refuses_bad_attempts_like_the_sync_face() -> None:
     from flowstore import InvalidInputError
 
     async def body() -> None:
         async with AsyncStore() as store:
             with pytest.raises(InvalidInputError):
-                await store.run_in_transaction(lambda uow: None, attempts=0)
+                await store.run_in_transaction(_nothing, attempts=0)
 
     asyncio.run(body())

@@ -29,7 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import StatementError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from flowstore import Store
+from flowstore import Store, driver
 from flowstore.errors import (
     AlreadyExistsError,
     ConcurrencyError,
@@ -385,7 +385,7 @@ def test_the_batch_goes_to_the_driver_in_one_call(
     """PostgreSQL (psycopg): one COPY. Elsewhere: one executemany of the driver's positional
     INSERT, seen by engine listeners as any statement is."""
     copies: list[str] = []
-    copy_rows = bulk.copy_rows
+    copy_rows = driver.copy_rows
 
     def spy(connection: Any, statement: str, rows: Any) -> None:
         copies.append(statement)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -12,20 +13,28 @@ from flowstore import InvalidInputError, NotFoundError, Store
 from flowstore.models import (
     AuditLog,
     DeploymentStatus,
+    Entity,
     InferenceRequest,
     MachineStatus,
     PolicyType,
     RequestStatus,
+    Template,
 )
 from flowstore.repositories import DeploymentStats, InferenceMetrics
 from tests import builders as b
+
+
+def id_of(entity: Entity | None) -> uuid.UUID | None:
+    """The id of what a lookup found, or ``None`` when it found nothing."""
+    return None if entity is None else entity.id
+
 
 # -- deployments -------------------------------------------------------------------------
 
 
 def test_list_by_status_and_stats(store: Store) -> None:
     with store.unit_of_work() as uow:
-        assert uow.deployments.stats() == DeploymentStats(total=0, by_status={})
+        assert uow.deployments.stats() == DeploymentStats(total=0, by_status=Counter())
         for status in ["running", "running", "failed", "pending"]:
             b.deployment(uow, status=DeploymentStatus(status))
     with store.unit_of_work() as uow:
@@ -93,7 +102,7 @@ def test_templates_by_provider_and_attributes(store: Store) -> None:
     with store.unit_of_work() as uow:
         templates = uow.templates
 
-        def names(found: list) -> set:
+        def names(found: list[Template]) -> set[uuid.UUID]:
             return {t.id for t in found}
 
         assert names(templates.get_by_provider_type("aws")) == {gpu.id, cpu.id}
@@ -182,7 +191,7 @@ def test_org_slug_and_cascade(store: Store) -> None:
         kept_app = b.application(uow, org_id=other.id)
         b.audit_log(uow, org_id=acme.id)
     with store.unit_of_work() as uow:
-        assert uow.organizations.get_by_slug("acme").id == acme.id
+        assert id_of(uow.organizations.get_by_slug("acme")) == acme.id
         assert uow.organizations.get_by_slug("nope") is None
         uow.organizations.delete(acme.id)
     with store.unit_of_work() as uow:
@@ -201,8 +210,8 @@ def test_api_keys(store: Store) -> None:
         assert raw_key != other_key and len(raw_key) >= 32
         assert raw_key not in (app.api_key_hash or "")
     with store.unit_of_work() as uow:
-        assert uow.applications.get_by_api_key(raw_key).id == app.id
-        assert uow.applications.get_by_api_key(other_key).id == other.id
+        assert id_of(uow.applications.get_by_api_key(raw_key)) == app.id
+        assert id_of(uow.applications.get_by_api_key(other_key)) == other.id
         assert uow.applications.get_by_api_key(raw_key + "x") is None
         assert uow.applications.get_by_api_key("") is None
         stored = uow.applications.get(app.id).api_key_hash
@@ -210,7 +219,7 @@ def test_api_keys(store: Store) -> None:
         new_key = uow.applications.rotate_api_key(app.id)
     with store.unit_of_work() as uow:
         assert uow.applications.get_by_api_key(raw_key) is None
-        assert uow.applications.get_by_api_key(new_key).id == app.id
+        assert id_of(uow.applications.get_by_api_key(new_key)) == app.id
 
 
 def test_users(store: Store) -> None:
@@ -219,10 +228,10 @@ def test_users(store: Store) -> None:
         alice = b.user(uow, org_id=org1.id, email="alice@example.com", external_id="idp|alice")
         alice2 = b.user(uow, org_id=org2.id, email="alice@example.com", external_id="idp|alice2")
     with store.unit_of_work() as uow:
-        assert uow.users.get_by_email(org1.id, "alice@example.com").id == alice.id
-        assert uow.users.get_by_email(org2.id, "alice@example.com").id == alice2.id
+        assert id_of(uow.users.get_by_email(org1.id, "alice@example.com")) == alice.id
+        assert id_of(uow.users.get_by_email(org2.id, "alice@example.com")) == alice2.id
         assert uow.users.get_by_email(org1.id, "bob@example.com") is None
-        assert uow.users.get_by_external_id("idp|alice").id == alice.id
+        assert id_of(uow.users.get_by_external_id("idp|alice")) == alice.id
         assert uow.users.get_by_external_id("idp|nobody") is None
 
 
@@ -249,7 +258,7 @@ def test_applicable_policies_hierarchy(store: Store) -> None:
         foreign = b.org(uow)
         b.policy(uow, org_id=foreign.id, priority=100)
 
-    def ids(*names: str) -> list:
+    def ids(*names: str) -> list[uuid.UUID]:
         return [p[n].id for n in names]
 
     with store.unit_of_work() as uow:

@@ -117,8 +117,8 @@ def test_update_and_delete(store: Store, repo: str) -> None:
         loaded = repository.get(entity.id)
         if new_value is None:
             current = getattr(loaded, field)
-            is_enum = hasattr(type(current), "__members__")
-            new_value = list(type(current))[-1] if is_enum else f"{current}-changed"
+            members = getattr(type(current), "__members__", None)  # an enum's
+            new_value = [*members.values()][-1] if members else f"{current}-changed"
         setattr(loaded, field, new_value)
         updated = repository.update(loaded)
         assert updated.lock_version == 2
@@ -145,7 +145,7 @@ def test_update_of_detached_entity_and_stale_version(store: Store, repo: str) ->
         if field == "priority":
             second_read.priority = 7
         elif field == "status":
-            second_read.status = type(second_read.status)(list(type(second_read.status))[1])
+            second_read.status = [*type(second_read.status).__members__.values()][1]
         else:
             setattr(second_read, field, f"{getattr(second_read, field)}-x")
         getattr(uow, repo).update(second_read)

@@ -6,6 +6,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import text
 
 from flowstore import (
@@ -60,7 +61,7 @@ def test_bad_settings_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_passwords_never_shown() -> None:
     url = "postgresql://admin:hunter2-secret@127.0.0.1:5432/db"
-    settings = Settings(database_url=url, api_key_secret="key-material-xyz")
+    settings = Settings(database_url=url, api_key_secret=SecretStr("key-material-xyz"))
     for shown in (repr(settings), str(settings), settings.safe_database_url):
         assert "hunter2-secret" not in shown
         assert "key-material-xyz" not in shown
@@ -138,7 +139,7 @@ def test_in_memory_store_is_safe_from_many_threads() -> None:
     with store.unit_of_work() as uow:
         assert uow.deployments.count() == threads_n * per_thread
         assert uow.templates.get(counter.id).max_number == threads_n * per_thread
-        assert uow.deployments.stats().by_status["running"] == threads_n * per_thread
+        assert uow.deployments.stats().by_status[DeploymentStatus.RUNNING] == threads_n * per_thread
     store.close()
 
 

@@ -262,7 +262,7 @@ def test_the_session_store_is_migrated_by_the_revisions(flowstore_store: Store) 
 
 
 def test_a_machine_factory_makes_its_request_and_template(uow: UnitOfWork) -> None:
-    machine = MachineFactory()
+    machine = MachineFactory.create()
     assert _counts(uow, Machine, Request, Template) == [1, 1, 1]
     request = uow.requests.get(machine.request_id)
     assert uow.templates.get(request.template_id).provider_type in {"aws", "gcp", "azure"}
@@ -318,8 +318,8 @@ def test_values_are_realistic(uow: UnitOfWork) -> None:
 
 
 def test_an_application_authenticates_with_its_raw_key(uow: UnitOfWork) -> None:
-    app = ApplicationFactory(raw_api_key="fs_test_key")
-    other = ApplicationFactory()
+    app = ApplicationFactory.create(raw_api_key="fs_test_key")
+    other = ApplicationFactory.create()
     assert app.api_key_hash not in (None, "fs_test_key")
     assert uow.applications.get_by_api_key("fs_test_key") is app
     assert uow.applications.get_by_api_key("fs_other") is None
