@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pytest
 from alembic.script import ScriptDirectory
+from alembic.script.revision import RevisionError
 from sqlalchemy import inspect, make_url, text
 
-from flowstore import Store, __version__
+from flowstore import Store, __version__, cli
 from flowstore.models import Base, Deployment, DeploymentStatus, JobStatus, Organization
 from flowstore.schema import alembic_config, head_revision
 from tests.backends import create_database, in_ci
@@ -447,3 +448,22 @@ def test_worker_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     assert handled.read_text().strip() == '{"n": 7}'
     with Store(url) as store:
         assert store.queue("q").get(job_id).status == JobStatus.DONE
+
+
+def test_a_broken_revision_tree_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Alembic's own errors about the revision scripts (two heads after a bad merge, a
+    missing parent) end as one line naming a migration failure, not a traceback."""
+
+    def broken() -> None:
+        raise RevisionError("Multiple heads are present for given argument 'head'")
+
+    url = f"sqlite:///{tmp_path / 'broken.sqlite3'}"
+    assert cli.main(["db", "upgrade", "--url", url]) == cli.EXIT_OK
+    monkeypatch.setattr(cli, "_scripts", broken)
+    for action in ("history", "current", "check"):
+        assert cli.main(["db", action, "--url", url]) == cli.EXIT_FAILURE
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1, error
+        assert error.startswith("flowstore: error: migration failed: Multiple heads"), error
