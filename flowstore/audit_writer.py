@@ -154,9 +154,11 @@ class AuditWriter:
         if flush_interval <= 0 or retry_delay < 0:
             raise InvalidInputError("flush_interval must be > 0 and retry_delay >= 0")
         self._engine = engine
-        self._copy = engine.dialect.name == "postgresql"
-        self._statement = None if self._copy else _driver_statement(engine.dialect)
-        self._copy_sql = copy_statement(engine.dialect, _TABLE.name, _COLUMNS)
+        dialect = engine.dialect
+        # COPY where psycopg is the driver; elsewhere the driver's executemany, or Core's
+        copy = dialect.name == "postgresql" and dialect.driver == "psycopg"
+        self._copy_sql = copy_statement(dialect, _TABLE, _COLUMNS) if copy else None
+        self._statement = None if copy else _driver_statement(dialect)
         self._batch_size = batch_size
         self._flush_interval = flush_interval
         self._max_pending = max(max_pending, batch_size)
@@ -394,7 +396,7 @@ class AuditWriter:
                 return
 
     def _insert(self, rows: list[Row]) -> None:
-        if self._copy:
+        if self._copy_sql is not None:
             raw = self._engine.raw_connection()
             try:
                 driver: Any = raw.driver_connection
@@ -443,7 +445,7 @@ def _driver_statement(dialect: Dialect) -> tuple[str, Processors] | None:
     columns' bind processors (but ``updated_at``'s: it is ``created_at``'s value); ``None``
     for a driver without positional parameters. Handing the driver ready tuples spares Core's
     per-row parameter dicts: the rows are already checked and in table order."""
-    sql = positional_insert(dialect, _TABLE.name, _COLUMNS)
+    sql = positional_insert(dialect, _TABLE, _COLUMNS)
     if sql is None:
         return None
     types = [col.type for col in _CORE_TABLE.columns]

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Dialect
+from sqlalchemy import Connection, Dialect, TableClause
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.types import TypeEngine
 from sqlalchemy.util import await_only
@@ -61,22 +61,29 @@ def process_columns(columns: list[Sequence[Any]], processors: Processors) -> Non
             ) from error
 
 
-def positional_insert(dialect: Dialect, table: str, names: Sequence[str]) -> str | None:
+def positional_insert(dialect: Dialect, table: TableClause, names: Sequence[str]) -> str | None:
     """``INSERT INTO table (names) VALUES (?, ...)`` in the driver's own marks; ``None`` for a
-    driver that takes only named parameters."""
+    driver that takes only named parameters. Identifiers are quoted as Core quotes them
+    (schema included, and a ``%`` doubled for drivers that take ``%s``)."""
     mark = _POSITIONAL_MARKS.get(dialect.paramstyle)
     if mark is None:
         return None
-    quote = dialect.identifier_preparer.quote
+    preparer = dialect.identifier_preparer
     return (
-        f"INSERT INTO {quote(table)} ({', '.join(quote(n) for n in names)}) "
+        f"INSERT INTO {preparer.format_table(table)} "
+        f"({', '.join(preparer.quote(n) for n in names)}) "
         f"VALUES ({', '.join([mark] * len(names))})"
     )
 
 
-def copy_statement(dialect: Dialect, table: str, names: Sequence[str]) -> str:
-    quote = dialect.identifier_preparer.quote
-    return f"COPY {quote(table)} ({', '.join(quote(n) for n in names)}) FROM STDIN"
+def copy_statement(dialect: Dialect, table: TableClause, names: Sequence[str]) -> str | None:
+    """``COPY table (names) FROM STDIN``, quoted as Core quotes; ``None`` when a name holds a
+    ``%``, which the quoting doubles for parameters that a COPY never takes."""
+    if any("%" in name for name in (table.name, table.schema or "", *names)):
+        return None
+    preparer = dialect.identifier_preparer
+    columns = ", ".join(preparer.quote(n) for n in names)
+    return f"COPY {preparer.format_table(table)} ({columns}) FROM STDIN"
 
 
 def copy_rows(connection: Connection, statement: str, rows: Iterable[Sequence[Any]]) -> None:

@@ -25,6 +25,7 @@ from sqlalchemy import (
     func,
     inspect,
     select,
+    text,
 )
 from sqlalchemy.exc import StatementError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
@@ -487,3 +488,80 @@ def test_a_value_a_column_type_refuses_writes_nothing(tmp_path: Path) -> None:
             assert session.scalars(select(Note.made)).all() == [7, 7]
     finally:
         engine.dispose()
+
+
+def test_text_the_drivers_escape_reads_back_unchanged(store: Store) -> None:
+    """Tabs, newlines, backslashes and quotes are COPY's and SQL's own syntax: the driver must
+    escape them, in plain columns and inside JSON alike."""
+    awkward = "tab\there\nnew line\\back \"quoted\" 'single' 50% {} ü ✓"
+    item = Deployment(
+        name=awkward[:60], version="1\\2", config={awkward: [awkward, {"k": awkward}]}
+    )
+    with store.unit_of_work() as uow:
+        uow.deployments.add_many([item])
+    with store.unit_of_work() as uow:
+        stored = uow.deployments.get(item.id)
+        assert (stored.name, stored.version) == (awkward[:60], "1\\2")
+        assert stored.config == {awkward: [awkward, {"k": awkward}]}
+
+
+def test_names_with_a_percent_sign_reach_format_style_drivers_intact(store: Store) -> None:
+    """PyMySQL and psycopg take ``%s`` marks: a ``%`` in a table or column name must be sent
+    as ``%%`` in the driver's own INSERT, or the driver reads it as a mark."""
+
+    class Other(DeclarativeBase):
+        pass
+
+    class Discount(Other):
+        __tablename__ = "discount_50%"
+        id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+        rate: Mapped[str] = mapped_column("rate%", String(10))
+
+    class Share(Other):
+        __tablename__ = "share%"
+        id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+        percent: Mapped[str] = mapped_column(String(10))
+
+    assert _plan(Discount) is None  # a renamed column: the flush's, not ours
+    Other.metadata.create_all(store.engine)
+    try:
+        with Session(store.engine) as session:
+            assert insert_many(
+                session, Share, [Share(id=1, percent="50%"), Share(id=2, percent="%s")]
+            )
+            session.commit()
+        with Session(store.engine) as session:
+            assert session.scalars(select(Share.percent).order_by(Share.id)).all() == ["50%", "%s"]
+    finally:
+        Other.metadata.drop_all(store.engine)
+
+
+def test_a_table_in_a_named_schema_is_written_there(store: Store) -> None:
+    """The driver's own statement names the table as Core does, schema included."""
+    if store.dialect == "sqlite":
+        pytest.skip("SQLite's other schemas are attached databases, per connection")
+    schema = f"flowstore_aux_{uuid.uuid4().hex[:8]}"
+    create = "CREATE SCHEMA" if store.dialect == "postgresql" else "CREATE DATABASE"
+    drop = "DROP SCHEMA {} CASCADE" if store.dialect == "postgresql" else "DROP DATABASE {}"
+
+    class Other(DeclarativeBase):
+        pass
+
+    class Placed(Other):
+        __tablename__ = "placed_items"
+        __table_args__ = {"schema": schema}
+        id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+        label: Mapped[str] = mapped_column(String(10))
+
+    with store.engine.begin() as conn:
+        conn.execute(text(f"{create} {schema}"))
+    try:
+        Other.metadata.create_all(store.engine)
+        with Session(store.engine) as session:
+            assert insert_many(session, Placed, [Placed(id=1, label="a"), Placed(id=2, label="b")])
+            session.commit()
+        with Session(store.engine) as session:
+            assert session.scalars(select(Placed.label).order_by(Placed.id)).all() == ["a", "b"]
+    finally:
+        with store.engine.begin() as conn:
+            conn.execute(text(drop.format(schema)))

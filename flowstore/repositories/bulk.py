@@ -1,11 +1,12 @@
-"""The fast path of ``Repository.add_many``: one executemany INSERT for the whole batch.
+"""The fast path of ``Repository.add_many``: one driver call writes the whole batch.
 
 An ORM flush spends most of its time on per-object bookkeeping (and, without client-side
 primary keys, on RETURNING round trips). For a batch of new objects of one plain model, this
 module does what the flush would, in bulk: in one pass over the objects it checks their values
 (``flowstore.spec.column_checks``, the checks every write makes) and fills the column defaults
-in Python (ids, timestamps, ``lock_version``); then it sends one Core ``INSERT`` executemany
-(which the driver batches: insertmanyvalues on PostgreSQL, multi-row INSERT on MySQL) and
+in Python (ids, timestamps, ``lock_version``); then it hands the rows to the driver in one call
+(``flowstore.driver``: ``COPY`` on PostgreSQL with psycopg, an executemany of a positional
+``INSERT`` elsewhere, Core's ``insert()`` for drivers with named parameters only) and
 registers the objects as persistent exactly as a flush does, so they sit in the identity map,
 update and delete with their version checks, and go back to transient if the transaction is
 rolled back.
@@ -257,10 +258,10 @@ def _driver_insert(dialect: Dialect, model: type[Any], plan: _BulkPlan) -> _Driv
     if dialect.name == "postgresql":
         # Core's insertmanyvalues beats an executemany there; COPY beats both (psycopg's)
         copy = dialect.driver == "psycopg"
-        statement = copy_statement(dialect, plan.table.name, names) if copy else None
+        statement = copy_statement(dialect, plan.table, names) if copy else None
     else:
         copy = False
-        statement = positional_insert(dialect, plan.table.name, names)
+        statement = positional_insert(dialect, plan.table, names)
     driver = None
     if statement is not None:
         row: Any = operator.itemgetter(*keys) if len(keys) > 1 else lambda v: (v[keys[0]],)
@@ -286,7 +287,7 @@ def _send(connection: Connection, plan: _BulkPlan, model: type[Any], dicts: list
 
 
 def insert_many(session: Session, model: type[Any], entities: Sequence[Any]) -> bool:
-    """Check ``entities`` (new ``model`` objects), insert them in one executemany inside a
+    """Check ``entities`` (new ``model`` objects), write them in one driver call inside a
     SAVEPOINT and make them persistent in ``session``; ``False`` (nothing done, nothing
     checked) when the ordinary flush must do it. A bad value (``InvalidInputError``) or a
     database error leaves the objects as they were given and writes nothing."""
