@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Dialect, TableClause
+from sqlalchemy import BindParameter, Connection, Dialect, TableClause, bindparam
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.types import TypeEngine
 from sqlalchemy.util import await_only
@@ -28,6 +28,7 @@ __all__ = [
     "positional_insert",
     "process_columns",
     "quiet",
+    "sent_as_values",
 ]
 
 #: The bind processors of a row's columns that have one: ``(position, processor)``.
@@ -46,6 +47,13 @@ def bind_processors(dialect: Dialect, types: Sequence[TypeEngine[Any]]) -> Proce
         if process is not None:
             processors.append((position, process))
     return tuple(processors)
+
+
+def sent_as_values(dialect: Dialect, types: Sequence[TypeEngine[Any]]) -> bool:
+    """Whether values of ``types`` go to the database as plain parameters. A type with a
+    ``bind_expression`` (say, wrapping each value in an SQL function) needs Core's statement."""
+    parameter: BindParameter[Any] = bindparam("value")
+    return all(t.dialect_impl(dialect).bind_expression(parameter) is None for t in types)
 
 
 def process_columns(columns: list[Sequence[Any]], processors: Processors) -> None:

@@ -565,3 +565,36 @@ def test_a_table_in_a_named_schema_is_written_there(store: Store) -> None:
     finally:
         with store.engine.begin() as conn:
             conn.execute(text(drop.format(schema)))
+
+
+class _Lowered(TypeDecorator[str]):
+    """Lower-cased by the database as it is stored (a bind expression, as spatial types use)."""
+
+    impl = String(20)
+    cache_ok = True
+
+    def bind_expression(self, bindvalue: Any) -> Any:
+        return func.lower(bindvalue)
+
+
+def test_a_type_with_a_bind_expression_keeps_cores_statement(store: Store) -> None:
+    """Values a type wraps in SQL cannot be handed to the driver as they are: such a model is
+    written through Core's insert, which applies the expression."""
+
+    class Other(DeclarativeBase):
+        pass
+
+    class Tag(Other):
+        __tablename__ = "lowered_tags"
+        id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+        name: Mapped[str] = mapped_column(_Lowered())
+
+    Other.metadata.create_all(store.engine)
+    try:
+        with Session(store.engine) as session:
+            assert insert_many(session, Tag, [Tag(id=1, name="MiXeD")])
+            session.commit()
+        with Session(store.engine) as session:
+            assert session.scalars(select(Tag.name)).all() == ["mixed"]
+    finally:
+        Other.metadata.drop_all(store.engine)

@@ -39,6 +39,7 @@ from flowstore.driver import (
     positional_insert,
     process_columns,
     quiet,
+    sent_as_values,
 )
 from flowstore.errors import InvalidInputError
 from flowstore.spec import column_checks
@@ -262,10 +263,10 @@ def _driver_insert(dialect: Dialect, model: type[Any], plan: _BulkPlan) -> _Driv
     else:
         copy = False
         statement = positional_insert(dialect, plan.table, names)
+    types = [c.type for c in columns]
     driver = None
-    if statement is not None:
+    if statement is not None and sent_as_values(dialect, types):
         row: Any = operator.itemgetter(*keys) if len(keys) > 1 else lambda v: (v[keys[0]],)
-        types = [c.type for c in columns]
         driver = _DriverInsert(statement, copy, row, bind_processors(dialect, types))
     known[model] = driver
     return driver
