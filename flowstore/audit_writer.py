@@ -450,7 +450,7 @@ def _driver_statement(dialect: Dialect) -> tuple[str, Processors] | None:
         return None
     types = [col.type for col in _CORE_TABLE.columns]
     processors = bind_processors(dialect, types)
-    return sql, tuple((i, process) for i, process in processors if i != _UPDATED)
+    return sql, tuple(processor for processor in processors if processor[0] != _UPDATED)
 
 
 def _details_json(details: Any) -> str:

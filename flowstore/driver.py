@@ -31,8 +31,9 @@ __all__ = [
     "sent_as_values",
 ]
 
-#: The bind processors of a row's columns that have one: ``(position, processor)``.
-Processors = tuple[tuple[int, Callable[[Any], Any]], ...]
+#: The bind processors of a row's columns that have one: ``(position, processor, whether a
+#: None is processed too)``; a JSON column's, for one, makes a None JSON ``null``.
+Processors = tuple[tuple[int, Callable[[Any], Any], bool], ...]
 
 #: Paramstyles that take a tuple of values by position (pyformat drivers, psycopg and PyMySQL,
 #: take ``%s`` too).
@@ -45,7 +46,7 @@ def bind_processors(dialect: Dialect, types: Sequence[TypeEngine[Any]]) -> Proce
     for position, type_ in enumerate(types):
         process = type_.dialect_impl(dialect).bind_processor(dialect)
         if process is not None:
-            processors.append((position, process))
+            processors.append((position, process, bool(type_.should_evaluate_none)))
     return tuple(processors)
 
 
@@ -58,11 +59,15 @@ def sent_as_values(dialect: Dialect, types: Sequence[TypeEngine[Any]]) -> bool:
 
 def process_columns(columns: list[Sequence[Any]], processors: Processors) -> None:
     """Convert ``columns`` (the rows' values, one sequence per column) in place as Core would.
-    A ``None`` is sent as it is (NULL); a value a processor refuses is a
-    ``sqlalchemy.exc.StatementError``, as it is when Core meets it."""
-    for position, process in processors:
+    A ``None`` is sent as it is (NULL) unless its type evaluates it; a value a processor
+    refuses is a ``sqlalchemy.exc.StatementError``, as it is when Core meets it."""
+    for position, process, none_too in processors:
+        values = columns[position]
         try:
-            columns[position] = [None if v is None else process(v) for v in columns[position]]
+            if none_too:
+                columns[position] = [process(v) for v in values]
+            else:
+                columns[position] = [None if v is None else process(v) for v in values]
         except (TypeError, ValueError, OverflowError) as error:
             raise sa_exc.StatementError(
                 f"({type(error).__name__}) {error}", None, None, error

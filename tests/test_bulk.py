@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import (
+    JSON,
     String,
     TypeDecorator,
     UniqueConstraint,
@@ -596,5 +597,34 @@ def test_a_type_with_a_bind_expression_keeps_cores_statement(store: Store) -> No
             session.commit()
         with Session(store.engine) as session:
             assert session.scalars(select(Tag.name)).all() == ["mixed"]
+    finally:
+        Other.metadata.drop_all(store.engine)
+
+
+def test_a_none_in_a_json_column_is_stored_as_a_flush_stores_it(store: Store) -> None:
+    """A JSON column evaluates ``None``: a flush stores JSON ``null``, not SQL NULL, and the
+    bulk path must too. A ``None`` for other types is SQL NULL on both paths."""
+
+    class Other(DeclarativeBase):
+        pass
+
+    class Doc(Other):
+        __tablename__ = "json_docs"
+        id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+        body: Mapped[Any] = mapped_column(JSON, nullable=True)
+        note: Mapped[str | None] = mapped_column(String(10), nullable=True)
+
+    Other.metadata.create_all(store.engine)
+    try:
+        with Session(store.engine) as session:
+            session.add(Doc(id=1, body=None, note=None))
+            session.flush()
+            assert insert_many(session, Doc, [Doc(id=2, body=None, note=None)])
+            session.commit()
+        with Session(store.engine) as session:
+            rows = session.execute(
+                select(Doc.id, Doc.body.is_(None), Doc.note.is_(None)).order_by(Doc.id)
+            ).all()
+            assert [tuple(r) for r in rows] == [(1, False, True), (2, False, True)]
     finally:
         Other.metadata.drop_all(store.engine)
