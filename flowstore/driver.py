@@ -17,7 +17,8 @@ from typing import Any
 
 from sqlalchemy import BindParameter, Connection, Dialect, TableClause, bindparam
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.types import TypeEngine
+from sqlalchemy.sql import sqltypes
+from sqlalchemy.types import TypeDecorator, TypeEngine
 from sqlalchemy.util import await_only
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "bind_processors",
     "copy_rows",
     "copy_statement",
+    "copy_takes",
     "positional_insert",
     "process_columns",
     "quiet",
@@ -55,6 +57,35 @@ def sent_as_values(dialect: Dialect, types: Sequence[TypeEngine[Any]]) -> bool:
     ``bind_expression`` (say, wrapping each value in an SQL function) needs Core's statement."""
     parameter: BindParameter[Any] = bindparam("value")
     return all(t.dialect_impl(dialect).bind_expression(parameter) is None for t in types)
+
+
+#: Types whose processed values psycopg writes into ``COPY`` as the server reads them back
+#: for the column (a TypeDecorator counts as its implementation). Others, an ``ARRAY`` or an
+#: extension's type, keep Core's INSERT rather than risk a value COPY cannot take.
+_COPY_TYPES = (
+    sqltypes.String,  # Text, Unicode and Enum too
+    sqltypes.Integer,
+    sqltypes.Numeric,  # Float too
+    sqltypes.Boolean,
+    sqltypes.DateTime,
+    sqltypes.Date,
+    sqltypes.Time,
+    sqltypes.Interval,
+    sqltypes.Uuid,
+    sqltypes.JSON,
+    sqltypes.LargeBinary,
+)
+
+
+def copy_takes(dialect: Dialect, types: Sequence[TypeEngine[Any]]) -> bool:
+    """Whether ``COPY`` can take values of every one of ``types`` (see ``_COPY_TYPES``)."""
+    for type_ in types:
+        impl: TypeEngine[Any] = type_.dialect_impl(dialect)
+        while isinstance(impl, TypeDecorator):
+            impl = impl.impl_instance.dialect_impl(dialect)
+        if not isinstance(impl, _COPY_TYPES):
+            return False
+    return True
 
 
 def process_columns(columns: list[Sequence[Any]], processors: Processors) -> None:

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from sqlalchemy import (
     JSON,
@@ -28,6 +29,7 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import StatementError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
@@ -40,6 +42,7 @@ from flowstore.errors import (
     translate,
 )
 from flowstore.models import (
+    Base,
     Deployment,
     DeploymentNode,
     DeploymentStatus,
@@ -626,5 +629,43 @@ def test_a_none_in_a_json_column_is_stored_as_a_flush_stores_it(store: Store) ->
                 select(Doc.id, Doc.body.is_(None), Doc.note.is_(None)).order_by(Doc.id)
             ).all()
             assert [tuple(r) for r in rows] == [(1, False, True), (2, False, True)]
+    finally:
+        Other.metadata.drop_all(store.engine)
+
+
+def test_every_flowstore_model_goes_in_by_copy_on_psycopg() -> None:
+    """COPY takes the types it is known to read back as Core writes them; all of flowstore's."""
+    dialect = create_engine("postgresql+psycopg://", module=psycopg).dialect
+    for mapper in Base.registry.mappers:
+        model: Any = mapper.class_
+        plan = _plan(model)
+        assert plan is not None, model
+        driver = bulk._driver_insert(dialect, model, plan)
+        assert driver is not None and driver.copy, model
+
+
+def test_an_array_column_keeps_cores_insert_on_postgresql(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A type outside those COPY is known to take (an ARRAY here) keeps Core's INSERT."""
+    if store.dialect != "postgresql":
+        pytest.skip("ARRAY is PostgreSQL's")
+    monkeypatch.setattr(bulk, "copy_rows", _no_copy)
+
+    class Other(DeclarativeBase):
+        pass
+
+    class Tagged(Other):
+        __tablename__ = "tagged_rows"
+        id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+        tags: Mapped[list[str]] = mapped_column(postgresql.ARRAY(String(10)))
+
+    Other.metadata.create_all(store.engine)
+    try:
+        with Session(store.engine) as session:
+            assert insert_many(session, Tagged, [Tagged(id=1, tags=["a", "b,c"])])
+            session.commit()
+        with Session(store.engine) as session:
+            assert session.scalars(select(Tagged.tags)).all() == [["a", "b,c"]]
     finally:
         Other.metadata.drop_all(store.engine)

@@ -36,6 +36,7 @@ from flowstore.driver import (
     bind_processors,
     copy_rows,
     copy_statement,
+    copy_takes,
     positional_insert,
     process_columns,
     quiet,
@@ -258,7 +259,7 @@ def _driver_insert(dialect: Dialect, model: type[Any], plan: _BulkPlan) -> _Driv
     statement: str | None
     if dialect.name == "postgresql":
         # Core's insertmanyvalues beats an executemany there; COPY beats both (psycopg's)
-        copy = dialect.driver == "psycopg"
+        copy = dialect.driver == "psycopg" and copy_takes(dialect, [c.type for c in columns])
         statement = copy_statement(dialect, plan.table, names) if copy else None
     else:
         copy = False
