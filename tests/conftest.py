@@ -8,14 +8,16 @@ in-memory store per test), ``sqlite_file`` (a migrated file per test), and ``pos
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 
-from flowstore import Store
+from flowstore import Store, driver
 from flowstore.models import Base
+from flowstore.repositories import bulk
 from tests.backends import (
     ThrowawayDatabase,
     create_database,
@@ -129,3 +131,17 @@ def store(
         shared = server_stores[backend]
         empty_tables(shared)
         yield shared
+
+
+@pytest.fixture
+def copies(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The COPY statements ``add_many``'s bulk path sends during the test (it still sends them)."""
+    sent: list[str] = []
+    copy_rows = driver.copy_rows
+
+    def spy(connection: Connection, statement: str, rows: Iterable[Sequence[Any]]) -> None:
+        sent.append(statement)
+        copy_rows(connection, statement, rows)
+
+    monkeypatch.setattr(bulk, "copy_rows", spy)
+    return sent

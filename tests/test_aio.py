@@ -36,7 +36,6 @@ from flowstore import (
     Settings,
     Store,
     UnitOfWork,
-    driver,
     where,
 )
 from flowstore.aio import AsyncStore, AsyncUnitOfWork, async_proxy_class
@@ -55,7 +54,7 @@ from flowstore.models import (
     Template,
     User,
 )
-from flowstore.repositories import DeploymentRepository, DeploymentStats, bulk
+from flowstore.repositories import DeploymentRepository, DeploymentStats
 from flowstore.schema import head_revision
 from tests import builders as b
 from tests.backends import selected_backends
@@ -449,19 +448,9 @@ def test_errors_are_flowstore_errors(aio_url: str) -> None:
     arun(aio_url, body)
 
 
-def test_add_many_on_the_async_face_takes_the_driver_path(
-    aio_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_add_many_on_the_async_face_takes_the_driver_path(aio_url: str, copies: list[str]) -> None:
     """The sync bulk path runs inside the greenlet: COPY is awaited on async psycopg, aiosqlite
     takes the driver's executemany; a duplicate writes nothing and is AlreadyExistsError."""
-    copies: list[str] = []
-    copy_rows = driver.copy_rows
-
-    def spy(connection: Any, statement: str, rows: Any) -> None:
-        copies.append(statement)
-        copy_rows(connection, statement, rows)
-
-    monkeypatch.setattr(bulk, "copy_rows", spy)
 
     async def body(store: AsyncStore) -> None:
         items = [Deployment(name=f"a-{i}", version="1", config={"i": i}) for i in range(40)]

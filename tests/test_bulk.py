@@ -33,7 +33,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import StatementError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from flowstore import Store, driver
+from flowstore import Store
 from flowstore.errors import (
     AlreadyExistsError,
     ConcurrencyError,
@@ -384,19 +384,9 @@ def test_every_model_reads_back_from_the_bulk_path_as_from_a_flush(
                 assert a == b, key
 
 
-def test_the_batch_goes_to_the_driver_in_one_call(
-    store: Store, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_batch_goes_to_the_driver_in_one_call(store: Store, copies: list[str]) -> None:
     """PostgreSQL (psycopg): one COPY. Elsewhere: one executemany of the driver's positional
     INSERT, seen by engine listeners as any statement is."""
-    copies: list[str] = []
-    copy_rows = driver.copy_rows
-
-    def spy(connection: Any, statement: str, rows: Any) -> None:
-        copies.append(statement)
-        copy_rows(connection, statement, rows)
-
-    monkeypatch.setattr(bulk, "copy_rows", spy)
     items = deployments(30, "driver")
     if store.dialect == "postgresql":
         with store.unit_of_work() as uow:
