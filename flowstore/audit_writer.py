@@ -36,11 +36,11 @@ from types import TracebackType
 from typing import Any, Self
 
 from sqlalchemy import Dialect, Engine, Table, Text, column, insert, table
-from sqlalchemy import exc as sa_exc
 
 from flowstore.driver import (
     Processors,
     bind_processors,
+    copy_rows,
     copy_statement,
     positional_insert,
     process_columns,
@@ -360,7 +360,7 @@ class AuditWriter:
                 try:
                     self._store(batch)
                 except BaseException as exc:  # not a database error: report, then stop
-                    self._give_up(batch, _as_flowstore_error(exc))
+                    self._give_up(batch, translate(exc))
                     raise
                 finally:
                     with self._lock:
@@ -374,7 +374,7 @@ class AuditWriter:
             try:
                 self._insert(rows)
             except Exception as exc:
-                error = _as_flowstore_error(exc)
+                error = translate(exc)
                 refused = isinstance(error, InvalidInputError | AlreadyExistsError)
                 if refused and len(rows) > 1:
                     middle = len(rows) // 2
@@ -396,25 +396,11 @@ class AuditWriter:
                 return
 
     def _insert(self, rows: list[Row]) -> None:
-        if self._copy_sql is not None:
-            raw = self._engine.raw_connection()
-            try:
-                driver: Any = raw.driver_connection
-                with driver.cursor() as cursor, cursor.copy(self._copy_sql) as copy:
-                    for row in rows:
-                        copy.write_row(row)
-                raw.commit()
-            except BaseException:
-                try:
-                    raw.rollback()
-                except Exception:
-                    raw.invalidate()
-                raise
-            finally:
-                raw.close()
-            return
-        statement = self._statement
         with self._engine.begin() as conn:
+            if self._copy_sql is not None:
+                copy_rows(conn, self._copy_sql, rows)
+                return
+            statement = self._statement
             if statement is None:  # a dialect with named parameters: Core makes the rows
                 conn.execute(
                     insert(_CORE_TABLE), [dict(zip(_COLUMNS, row, strict=True)) for row in rows]
@@ -466,14 +452,3 @@ def _details_json(details: Any) -> str:
     if "\\u0000" in text:
         raise InvalidInputError("details may not contain NUL characters")
     return text
-
-
-def _as_flowstore_error(exc: BaseException) -> FlowstoreError:
-    """The flowstore error for what a batch raised (raw driver errors included)."""
-    if isinstance(exc, FlowstoreError | sa_exc.SQLAlchemyError):
-        return translate(exc)
-    module = type(exc).__module__.split(".")[0]
-    if module in {"psycopg", "pymysql", "sqlite3"}:
-        wrapped = sa_exc.DBAPIError.instance(None, None, exc, Exception)
-        return translate(wrapped)
-    return translate(exc)
