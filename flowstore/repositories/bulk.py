@@ -250,21 +250,23 @@ _DRIVER_INSERTS: weakref.WeakKeyDictionary[Dialect, dict[type[Any], _DriverInser
 
 
 def _driver_insert(dialect: Dialect, model: type[Any], plan: _BulkPlan) -> _DriverInsert | None:
+    """How ``model``'s batches reach the driver on ``dialect``, worked out once; ``None`` when
+    Core's ``insert()`` must write them (see ``flowstore.driver`` for the reasons)."""
     known = _DRIVER_INSERTS.setdefault(dialect, {})
     if model in known:
         return known[model]
     columns = list(plan.table.columns)
     names = [c.name for c in columns]
     keys = [c.key for c in columns]  # the attributes: _plan made sure they are the same
+    types = [c.type for c in columns]
     statement: str | None
     if dialect.name == "postgresql":
         # Core's insertmanyvalues beats an executemany there; COPY beats both (psycopg's)
-        copy = dialect.driver == "psycopg" and copy_takes(dialect, [c.type for c in columns])
+        copy = dialect.driver == "psycopg" and copy_takes(dialect, types)
         statement = copy_statement(dialect, plan.table, names) if copy else None
     else:
         copy = False
         statement = positional_insert(dialect, plan.table, names)
-    types = [c.type for c in columns]
     driver = None
     if statement is not None and sent_as_values(dialect, types):
         row: Any = operator.itemgetter(*keys) if len(keys) > 1 else lambda v: (v[keys[0]],)
