@@ -531,7 +531,8 @@ def test_names_with_a_percent_sign_reach_format_style_drivers_intact(store: Stor
 
 
 def test_a_table_in_a_named_schema_is_written_there(store: Store) -> None:
-    """The driver's own statement names the table as Core does, schema included."""
+    """The driver's own statement names the table as Core does, schema included; an engine
+    that maps schemas (``schema_translate_map``) keeps Core's statement, which applies it."""
     if store.dialect == "sqlite":
         pytest.skip("SQLite's other schemas are attached databases, per connection")
     schema = f"flowstore_aux_{uuid.uuid4().hex[:8]}"
@@ -547,15 +548,25 @@ def test_a_table_in_a_named_schema_is_written_there(store: Store) -> None:
         id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
         label: Mapped[str] = mapped_column(String(10))
 
+    class Unplaced(Other):  # placed by the engine's schema_translate_map
+        __tablename__ = "unplaced_items"
+        id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+
+    translated = store.engine.execution_options(schema_translate_map={None: schema})
     with store.engine.begin() as conn:
         conn.execute(text(f"{create} {schema}"))
     try:
-        Other.metadata.create_all(store.engine)
+        Other.metadata.create_all(translated)
         with Session(store.engine) as session:
             assert insert_many(session, Placed, [Placed(id=1, label="a"), Placed(id=2, label="b")])
             session.commit()
         with Session(store.engine) as session:
             assert session.scalars(select(Placed.label).order_by(Placed.id)).all() == ["a", "b"]
+        with Session(translated) as session:
+            assert insert_many(session, Unplaced, [Unplaced(id=3)])
+            session.commit()
+        with translated.connect() as conn:
+            assert conn.scalars(select(Unplaced.id)).all() == [3]
     finally:
         with store.engine.begin() as conn:
             conn.execute(text(drop.format(schema)))

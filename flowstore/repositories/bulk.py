@@ -278,7 +278,11 @@ def _driver_insert(dialect: Dialect, model: type[Any], plan: _BulkPlan) -> _Driv
 def _send(connection: Connection, plan: _BulkPlan, model: type[Any], dicts: list[Any]) -> None:
     """One INSERT of the filled dicts: the driver's own where it has one, else Core's."""
     driver = _driver_insert(connection.dialect, model, plan)
-    if driver is None or (driver.copy and not quiet(connection)):
+    if (
+        driver is None
+        or (driver.copy and not quiet(connection))
+        or connection.get_execution_options().get("schema_translate_map")  # Core renders it
+    ):
         # Core takes from each dict the values of the table's columns and no other key
         connection.execute(insert(plan.table), dicts)
         return
