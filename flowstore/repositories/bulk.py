@@ -313,7 +313,7 @@ def insert_many(session: Session, model: type[Any], entities: Sequence[Any]) -> 
     filled = _fill(plan, dicts, version)
     try:
         session.flush()  # earlier pending work goes first, as before any SAVEPOINT
-        connection = session.connection()
+        connection = session.connection(bind_arguments={"mapper": mapper})  # the model's bind
         with connection.begin_nested():  # a bare SAVEPOINT: the ORM keeps no snapshot here
             _send(connection, plan, model, dicts)
     except BaseException:
