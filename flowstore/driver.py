@@ -161,9 +161,15 @@ async def _copy_async(driver: Any, statement: str, rows: Iterable[Sequence[Any]]
 
 
 def quiet(connection: Connection) -> bool:
-    """Whether nothing watches ``connection``'s cursor executions (listeners, echo): then a
-    ``COPY``, which is not one, hides nothing."""
+    """Whether nothing watches or wraps ``connection``'s cursor executions (engine listeners,
+    the dialect's ``do_execute*`` hooks, echo): then a ``COPY``, which is not one, hides
+    nothing."""
     events = connection.dispatch
+    hooks = connection.dialect.dispatch
     return not (
-        connection.engine.echo or events.before_cursor_execute or events.after_cursor_execute
+        connection.engine.echo
+        or events.before_cursor_execute
+        or events.after_cursor_execute
+        or hooks.do_execute
+        or hooks.do_executemany
     )

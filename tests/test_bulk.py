@@ -418,8 +418,8 @@ def test_the_batch_goes_to_the_driver_in_one_call(store: Store, copies: list[str
 def test_on_postgresql_watched_engines_get_an_insert_not_copy(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """COPY is not a cursor execution: with an engine listener or ``echo`` on, the batch goes
-    through Core, so what watches the SQL sees it."""
+    """COPY is not a cursor execution: with an engine listener, a dialect ``do_executemany``
+    hook or ``echo`` on, the batch goes through Core, so what watches the SQL sees it."""
     if store.dialect != "postgresql":
         pytest.skip("COPY is PostgreSQL's")
     monkeypatch.setattr(bulk, "copy_rows", _no_copy)
@@ -432,8 +432,20 @@ def test_on_postgresql_watched_engines_get_an_insert_not_copy(
             uow.deployments.add_many(deployments(3, "echoed"))
     finally:
         store.engine.echo = False
+    hooked: list[str] = []
+
+    def hook(cursor: object, statement: str, parameters: object, context: object) -> None:
+        hooked.append(statement.split()[0])  # lets the dialect execute (returns None)
+
+    event.listen(store.engine, "do_executemany", hook)
+    try:
+        with store.unit_of_work() as uow:
+            uow.deployments.add_many(deployments(3, "hooked"))
+    finally:
+        event.remove(store.engine, "do_executemany", hook)
+    assert hooked == ["INSERT"]
     with store.unit_of_work() as uow:
-        assert uow.deployments.count() == 6
+        assert uow.deployments.count() == 9
 
 
 def _no_copy(*_: object) -> None:
@@ -670,3 +682,30 @@ def test_an_array_column_keeps_cores_insert_on_postgresql(
             assert session.scalars(select(Tagged.tags)).all() == [["a", "b,c"]]
     finally:
         Other.metadata.drop_all(store.engine)
+
+
+def test_the_batch_goes_to_the_models_own_bind(tmp_path: Path) -> None:
+    """A session with a bind per model writes each model's batch through its own engine."""
+
+    class Other(DeclarativeBase):
+        pass
+
+    class Kept(Other):
+        __tablename__ = "kept_items"
+        id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+
+    default = create_engine(f"sqlite:///{tmp_path / 'default.db'}")
+    own = create_engine(f"sqlite:///{tmp_path / 'own.db'}")
+    try:
+        for engine in (default, own):
+            Other.metadata.create_all(engine)
+        with Session(bind=default, binds={Kept: own}) as session:
+            assert insert_many(session, Kept, [Kept(id=1), Kept(id=2)])
+            session.commit()
+        with own.connect() as conn:
+            assert conn.scalars(select(Kept.id).order_by(Kept.id)).all() == [1, 2]
+        with default.connect() as conn:
+            assert conn.scalars(select(Kept.id)).all() == []
+    finally:
+        default.dispose()
+        own.dispose()
