@@ -252,8 +252,10 @@ _DRIVER_INSERTS: weakref.WeakKeyDictionary[Dialect, dict[type[Any], _DriverInser
 def _driver_insert(dialect: Dialect, model: type[Any], plan: _BulkPlan) -> _DriverInsert | None:
     """How ``model``'s batches reach the driver on ``dialect``, worked out once; ``None`` when
     Core's ``insert()`` must write them (see ``flowstore.driver`` for the reasons)."""
-    known = _DRIVER_INSERTS.setdefault(dialect, {})
-    if model in known:
+    known = _DRIVER_INSERTS.get(dialect)
+    if known is None:
+        known = _DRIVER_INSERTS[dialect] = {}
+    elif model in known:
         return known[model]
     columns = list(plan.table.columns)
     names = [c.name for c in columns]
