@@ -2,7 +2,8 @@
 
 ``write(entry)`` checks the entry, gives it its id and time (UUIDv7, UTC, as an ``AuditLog``
 row gets them) and returns at once; a background thread stores what has been written in
-batches, in its own transactions: ``COPY`` on PostgreSQL, a multi-row ``INSERT`` elsewhere.
+batches, in its own transactions: ``COPY`` on PostgreSQL (psycopg), a multi-row ``INSERT``
+elsewhere.
 ``flush()`` waits until everything written so far is stored; ``close()`` (also run at
 interpreter exit) stores the rest and stops the thread.
 
@@ -75,9 +76,9 @@ _CHECKED = tuple(
         "action", "resource_type", "resource_id", "request_id",
     )
 )  # fmt: skip
-# Elsewhere than PostgreSQL the rows take Core's type handling (its bind processors, see
-# _driver_statement); ``details`` arrives already as JSON text, checked and encoded once in
-# write().
+# Where the writer does not COPY, the rows take Core's type handling (its bind processors,
+# see _driver_statement); ``details`` arrives already as JSON text, checked and encoded once
+# in write().
 _CORE_TABLE = table(
     _TABLE.name,
     *(column(c.name, Text() if c.name == "details" else c.type) for c in _TABLE.columns),
