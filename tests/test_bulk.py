@@ -19,6 +19,7 @@ import psycopg
 import pytest
 from sqlalchemy import (
     JSON,
+    Engine,
     String,
     TypeDecorator,
     UniqueConstraint,
@@ -87,6 +88,16 @@ def statements(store: Store) -> Iterator[list[str]]:
         yield sent
     finally:
         event.remove(store.engine, "before_cursor_execute", record)
+
+
+@contextmanager
+def created(base: type[DeclarativeBase], engine: Engine) -> Iterator[None]:
+    """The tables of a test's own models, created for the block and dropped after it."""
+    base.metadata.create_all(engine)
+    try:
+        yield
+    finally:
+        base.metadata.drop_all(engine)
 
 
 def test_add_many_takes_the_bulk_path_and_fills_what_a_flush_fills(store: Store) -> None:
@@ -529,8 +540,7 @@ def test_names_with_a_percent_sign_reach_format_style_drivers_intact(store: Stor
         percent: Mapped[str] = mapped_column(String(10))
 
     assert _plan(Discount) is None  # a renamed column: the flush's, not ours
-    Other.metadata.create_all(store.engine)
-    try:
+    with created(Other, store.engine):
         with Session(store.engine) as session:
             assert insert_many(
                 session, Share, [Share(id=1, percent="50%"), Share(id=2, percent="%s")]
@@ -538,8 +548,6 @@ def test_names_with_a_percent_sign_reach_format_style_drivers_intact(store: Stor
             session.commit()
         with Session(store.engine) as session:
             assert session.scalars(select(Share.percent).order_by(Share.id)).all() == ["50%", "%s"]
-    finally:
-        Other.metadata.drop_all(store.engine)
 
 
 def test_a_table_in_a_named_schema_is_written_there(store: Store) -> None:
@@ -606,15 +614,12 @@ def test_a_type_with_a_bind_expression_keeps_cores_statement(store: Store) -> No
         id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
         name: Mapped[str] = mapped_column(_Lowered())
 
-    Other.metadata.create_all(store.engine)
-    try:
+    with created(Other, store.engine):
         with Session(store.engine) as session:
             assert insert_many(session, Tag, [Tag(id=1, name="MiXeD")])
             session.commit()
         with Session(store.engine) as session:
             assert session.scalars(select(Tag.name)).all() == ["mixed"]
-    finally:
-        Other.metadata.drop_all(store.engine)
 
 
 def test_a_none_in_a_json_column_is_stored_as_a_flush_stores_it(store: Store) -> None:
@@ -630,8 +635,7 @@ def test_a_none_in_a_json_column_is_stored_as_a_flush_stores_it(store: Store) ->
         body: Mapped[Any] = mapped_column(JSON, nullable=True)
         note: Mapped[str | None] = mapped_column(String(10), nullable=True)
 
-    Other.metadata.create_all(store.engine)
-    try:
+    with created(Other, store.engine):
         with Session(store.engine) as session:
             session.add(Doc(id=1, body=None, note=None))
             session.flush()
@@ -642,8 +646,6 @@ def test_a_none_in_a_json_column_is_stored_as_a_flush_stores_it(store: Store) ->
                 select(Doc.id, Doc.body.is_(None), Doc.note.is_(None)).order_by(Doc.id)
             ).all()
             assert [tuple(r) for r in rows] == [(1, False, True), (2, False, True)]
-    finally:
-        Other.metadata.drop_all(store.engine)
 
 
 def test_every_flowstore_model_goes_in_by_copy_on_psycopg() -> None:
@@ -673,15 +675,12 @@ def test_an_array_column_keeps_cores_insert_on_postgresql(
         id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
         tags: Mapped[list[str]] = mapped_column(postgresql.ARRAY(String(10)))
 
-    Other.metadata.create_all(store.engine)
-    try:
+    with created(Other, store.engine):
         with Session(store.engine) as session:
             assert insert_many(session, Tagged, [Tagged(id=1, tags=["a", "b,c"])])
             session.commit()
         with Session(store.engine) as session:
             assert session.scalars(select(Tagged.tags)).all() == [["a", "b,c"]]
-    finally:
-        Other.metadata.drop_all(store.engine)
 
 
 def test_the_batch_goes_to_the_models_own_bind(tmp_path: Path) -> None:
