@@ -88,21 +88,39 @@ def copy_takes(dialect: Dialect, types: Sequence[TypeEngine[Any]]) -> bool:
     return True
 
 
-def process_columns(columns: list[Sequence[Any]], processors: Processors) -> None:
+def process_columns(
+    columns: list[Sequence[Any]], processors: Processors, twins: Sequence[tuple[int, int]] = ()
+) -> None:
     """Convert ``columns`` (the rows' values, one sequence per column) in place as Core would.
     A ``None`` is sent as it is (NULL) unless its type evaluates it; a value a processor
-    refuses is a ``sqlalchemy.exc.StatementError``, as it is when Core meets it."""
-    for position, process, none_too in processors:
-        values = columns[position]
-        try:
-            if none_too:
-                columns[position] = [process(v) for v in values]
+    refuses is a ``sqlalchemy.exc.StatementError``, as it is when Core meets it.
+
+    ``twins`` pairs ``(position, source)`` name columns of one type (so one conversion) whose
+    values are often the very objects of another column's in the same row (``updated_at``
+    repeats ``created_at`` in a new row): such a value is converted once, for ``source``."""
+    twin_of = dict(twins)
+    given = {source: columns[source] for source in twin_of.values()}
+    later = []
+    try:
+        for processor in processors:
+            position, process, none_too = processor
+            if position in twin_of:
+                later.append(processor)  # its source is converted first
+            elif none_too:
+                columns[position] = [process(v) for v in columns[position]]
             else:
-                columns[position] = [None if v is None else process(v) for v in values]
-        except (TypeError, ValueError, OverflowError) as error:
-            raise sa_exc.StatementError(
-                f"({type(error).__name__}) {error}", None, None, error
-            ) from error
+                columns[position] = [None if v is None else process(v) for v in columns[position]]
+        for position, process, none_too in later:
+            source = twin_of[position]
+            columns[position] = [
+                done if v is was else None if v is None and not none_too else process(v)
+                for v, was, done in zip(
+                    columns[position], given[source], columns[source], strict=True
+                )
+            ]
+    except (TypeError, ValueError, OverflowError) as error:
+        message = f"({type(error).__name__}) {error}"
+        raise sa_exc.StatementError(message, None, None, error) from error
 
 
 def positional_insert(dialect: Dialect, table: TableClause, names: Sequence[str]) -> str | None:

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import pytest
 from sqlalchemy import (
     JSON,
     Engine,
+    Numeric,
     String,
     TypeDecorator,
     UniqueConstraint,
@@ -44,6 +46,7 @@ from flowstore.errors import (
 )
 from flowstore.models import (
     Base,
+    CopyOf,
     Deployment,
     DeploymentNode,
     DeploymentStatus,
@@ -52,6 +55,7 @@ from flowstore.models import (
     RequestStatus,
     Template,
 )
+from flowstore.models.base import Money
 from flowstore.repositories import bulk
 from flowstore.repositories.bulk import _plan, insert_many
 from flowstore.testing.factories import (
@@ -325,6 +329,105 @@ def test_models_whose_attributes_and_columns_differ_take_the_flush() -> None:
     assert _plan(Renamed) is None  # the objects' dicts could not be the INSERT parameters
     assert _plan(Plain) is not None
     assert _plan(Deployment) is not None
+
+
+def test_a_copied_default_follows_the_column_it_repeats() -> None:
+    """``CopyOf`` columns are filled after their source; one that repeats a column that is
+    missing, or that repeats another copy, is left to the flush (which fills in table order)."""
+
+    class Other(DeclarativeBase):
+        pass
+
+    class Stamped(Other):
+        __tablename__ = "stamped"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        last: Mapped[str] = mapped_column(String(20), default=CopyOf("first", lambda: "x"))
+        first: Mapped[str] = mapped_column(String(20), default=lambda: "now")
+
+    class Chained(Other):
+        __tablename__ = "chained"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        first: Mapped[str] = mapped_column(String(20))
+        second: Mapped[str] = mapped_column(String(20), default=CopyOf("first", lambda: "x"))
+        third: Mapped[str] = mapped_column(String(20), default=CopyOf("second", lambda: "x"))
+
+    class Dangling(Other):
+        __tablename__ = "dangling"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        last: Mapped[str] = mapped_column(String(20), default=CopyOf("nowhere", lambda: "x"))
+
+    plan = _plan(Stamped)
+    assert plan is not None
+    assert [c[0] for c in plan.columns] == ["id", "first", "last"]
+    assert _plan(Chained) is None and _plan(Dangling) is None
+    engine = create_engine("sqlite://")
+    try:
+        with created(Other, engine), Session(engine) as session:
+            item = Stamped(id=1)
+            assert insert_many(session, Stamped, [item])
+            assert (item.first, item.last) == ("now", "now")
+            chained = Chained(id=1, first="a")
+            assert not insert_many(session, Chained, [chained])
+            session.add(chained)
+            session.flush()
+            assert (chained.second, chained.third) == ("a", "a")
+    finally:
+        engine.dispose()
+
+
+def test_updated_at_is_stored_as_given_when_it_is_not_created_at(store: Store) -> None:
+    """The bulk path converts ``updated_at`` with ``created_at`` only where the object holds
+    the very same value in both; a value of its own is converted and stored as given."""
+    created_at = datetime(2024, 1, 2, 3, 4, 5, 6, tzinfo=UTC)
+    updated_at = datetime(2025, 6, 7, 8, 9, 10, 11, tzinfo=UTC)
+    items = [
+        Deployment(name="both", version="1", created_at=created_at, updated_at=updated_at),
+        Deployment(name="created", version="1", created_at=created_at),
+        Deployment(name="neither", version="1"),
+    ]
+    with store.unit_of_work() as uow:
+        uow.deployments.add_many(items)
+    with store.unit_of_work() as uow:
+        stored = {d.name: (d.created_at, d.updated_at) for d in uow.deployments.list()}
+    assert stored["both"] == (created_at, updated_at)
+    assert stored["created"] == (created_at, created_at)
+    assert stored["neither"][0] == stored["neither"][1] != created_at
+
+
+def test_a_copy_of_a_column_of_another_type_takes_the_flush(store: Store) -> None:
+    """A ``CopyOf`` column of another type than its source would need its own check and
+    conversion of the shared value (money in micro-units on SQLite, a plain decimal in the
+    copy): the flush writes it, and each column stores the value its own way."""
+
+    class Other(DeclarativeBase):
+        pass
+
+    class Priced(Other):
+        __tablename__ = "priced_items"
+        id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+        price: Mapped[Decimal] = mapped_column(Money())
+        listed: Mapped[Decimal] = mapped_column(
+            Numeric(18, 6), default=CopyOf("price", lambda: Decimal(0))
+        )
+
+    class Twice(Other):
+        __tablename__ = "twice_priced_items"
+        id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+        price: Mapped[Decimal] = mapped_column(Money())
+        listed: Mapped[Decimal] = mapped_column(Money(), default=CopyOf("price", Decimal))
+
+    assert _plan(Priced) is None
+    with created(Other, store.engine):
+        with Session(store.engine) as session:
+            twice = Twice(id=1, price=Decimal("1.5"))
+            assert insert_many(session, Twice, [twice])  # the same type: the bulk path
+            assert twice.listed is twice.price
+            session.add(Priced(id=1, price=Decimal("1.5")))
+            session.commit()
+        with store.engine.connect() as conn:
+            for model in (Priced, Twice):
+                row = conn.execute(select(model.price, model.listed)).one()
+                assert row == (Decimal("1.5"), Decimal("1.5"))
 
 
 # -- the driver's own statement ------------------------------------------------------------

@@ -44,7 +44,7 @@ def test_add_get_exists(store: Store, repo: str) -> None:
         assert loaded.created_at.tzinfo is not None
         assert loaded.created_at.utcoffset().total_seconds() == 0
         assert before <= loaded.created_at <= datetime.now(UTC)
-        assert loaded.updated_at >= loaded.created_at
+        assert loaded.updated_at == loaded.created_at  # a new record: updated when created
 
 
 @pytest.mark.parametrize("repo", REPOS)

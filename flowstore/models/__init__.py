@@ -2,7 +2,7 @@
 
 from flowstore.models.application import Application
 from flowstore.models.audit_log import AuditLog
-from flowstore.models.base import NAMING_CONVENTION, Base, Entity, utcnow, uuid7
+from flowstore.models.base import NAMING_CONVENTION, Base, CopyOf, Entity, utcnow, uuid7
 from flowstore.models.deployment import Deployment, DeploymentNode
 from flowstore.models.enums import (
     ACTIVE_REQUEST_STATUSES,
@@ -27,6 +27,7 @@ __all__ = [
     "Application",
     "AuditLog",
     "Base",
+    "CopyOf",
     "Deployment",
     "DeploymentNode",
     "DeploymentStatus",

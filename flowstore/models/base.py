@@ -16,6 +16,7 @@ import enum
 import os
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -49,6 +50,30 @@ NAMING_CONVENTION = {
 def utcnow() -> datetime:
     """The current time, timezone-aware UTC."""
     return datetime.now(UTC)
+
+
+class CopyOf:
+    """A column default that repeats the value another column of the same row gets, or calls
+    ``otherwise`` when that column has no plain value in the statement (say, an SQL expression).
+
+    ``Entity.updated_at`` takes ``created_at``'s: a record never updated shows ``updated_at ==
+    created_at``, to the microsecond, however it was inserted (a flush, ``add_many``, the
+    ``AuditWriter``). ``add_many``'s bulk path knows this default and converts the shared value
+    once (``flowstore.repositories.bulk``).
+    """
+
+    __slots__ = ("key", "otherwise")
+
+    def __init__(self, key: str, otherwise: Callable[[], Any]) -> None:
+        self.key = key
+        self.otherwise = otherwise
+
+    def __call__(self, context: Any) -> Any:  # SQLAlchemy passes the execution context
+        value = context.get_current_parameters().get(self.key)
+        return self.otherwise() if value is None else value
+
+    def __repr__(self) -> str:
+        return f"CopyOf({self.key!r})"
 
 
 def uuid7() -> uuid.UUID:
@@ -215,7 +240,9 @@ class Entity(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid7, sort_order=-10)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, sort_order=90)
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow, sort_order=91)
+    updated_at: Mapped[datetime] = mapped_column(
+        default=CopyOf("created_at", utcnow), onupdate=utcnow, sort_order=91
+    )
     lock_version: Mapped[int] = mapped_column(Integer, nullable=False, sort_order=92)
 
     @declared_attr.directive

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import CheckConstraint, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from flowstore.models.base import Base, str_enum, utcnow, uuid7
+from flowstore.models.base import Base, CopyOf, str_enum, utcnow, uuid7
 from flowstore.models.enums import JobStatus
 
 # Unfinished jobs (queued or running) are exactly those without ``finished_at`` (a CHECK holds
@@ -69,7 +69,9 @@ class Job(Base):
     locked_by: Mapped[str | None] = mapped_column(String(255), default=None)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        default=CopyOf("created_at", utcnow), onupdate=utcnow
+    )
 
     def __repr__(self) -> str:
         return (

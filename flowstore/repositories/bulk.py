@@ -43,15 +43,17 @@ from flowstore.driver import (
     sent_as_values,
 )
 from flowstore.errors import InvalidInputError
+from flowstore.models.base import CopyOf
 from flowstore.spec import column_checks
 
 __all__ = ["insert_many"]
 
 _MISSING: Any = object()
 
-# (attribute, default (None: NULL), whether None means "not set", bit in the masks, the value
-#  check, whether None is accepted)
-_Column = tuple[str, Callable[[], Any] | None, bool, int, Callable[[Any], Any], bool]
+# (attribute, default (None: NULL), the attribute whose value it repeats instead (a CopyOf
+#  default), whether None means "not set", bit in the masks, the value check, whether None is
+#  accepted)
+_Column = tuple[str, Callable[[], Any] | None, str | None, bool, int, Callable[[Any], Any], bool]
 
 
 @dataclass(frozen=True)
@@ -67,24 +69,27 @@ class _BulkPlan:
     primary_key: tuple[str, ...]  # the attributes of the other
 
 
-def _column_default(column: Any) -> tuple[bool, Callable[[], Any] | None]:
-    """``(usable, default)``: whether the column's default can be computed here, and how."""
+def _column_default(column: Any) -> tuple[bool, Callable[[], Any] | None, str | None]:
+    """``(usable, default, copied)``: whether the column's default can be computed here, and
+    how: by calling ``default``, or by repeating the value of the attribute ``copied``."""
     if column.server_default is not None or column.computed is not None:
-        return False, None
+        return False, None, None
     if column.identity is not None:
-        return False, None
+        return False, None, None
     default = column.default
     if default is None:
-        return True, None
+        return True, None, None
     if getattr(default, "is_scalar", False):
         value = default.arg
-        return True, lambda: value
+        return True, lambda: value, None
     if getattr(default, "is_callable", False):
+        if isinstance(default.arg, CopyOf):
+            return True, default.arg.otherwise, default.arg.key
         # SQLAlchemy wraps a default that takes no execution context (and marks the wrapper
         # with __wrapped__); one that reads the context cannot be computed outside a statement.
         function = getattr(default.arg, "__wrapped__", None)
-        return (True, function) if callable(function) else (False, None)
-    return False, None  # a SQL expression or a sequence: only the database knows the value
+        return (True, function, None) if callable(function) else (False, None, None)
+    return False, None, None  # a SQL expression or a sequence: only the database knows it
 
 
 @functools.cache
@@ -104,7 +109,7 @@ def _plan(model: type[Any]) -> _BulkPlan | None:
         return None  # a column no attribute maps: only the flush knows what it gets
     version_col = mapper.version_id_col
     checks = {key: (check, none_ok) for key, check, none_ok, _existing in column_checks(model)}
-    columns: list[_Column] = []
+    found: dict[str, tuple[Any, Callable[[], Any] | None, str | None, bool]] = {}
     for prop in mapper.column_attrs:
         if len(prop.columns) != 1 or prop.columns[0].table is not table:
             return None
@@ -113,13 +118,26 @@ def _plan(model: type[Any]) -> _BulkPlan | None:
             return None  # the objects' own dicts are the INSERT parameters: names must agree
         if column is version_col:
             continue
-        usable, default = _column_default(column)
+        usable, default, copied = _column_default(column)
         if not usable:
             return None
         none_is_unset = default is not None and not column.type.should_evaluate_none
-        check, none_ok = checks[prop.key]
+        found[prop.key] = (column, default, copied, none_is_unset)
+    for column, _default, copied, _unset in found.values():
+        source = found.get(copied) if copied is not None else None
+        if copied is not None and (
+            source is None or source[2] is not None or not _same_type(column.type, source[0].type)
+        ):
+            # the flush fills it in table order, and checks the value as this column's
+            return None  # a copy of a column not there, of a copy, or of another type
+    columns: list[_Column] = []
+    # a column that repeats another's value is filled after it
+    for key, (_column, default, copied, none_is_unset) in sorted(
+        found.items(), key=lambda item: item[1][2] is not None
+    ):
+        check, none_ok = checks[key]
         bit = 1 << len(columns)
-        columns.append((prop.key, default, none_is_unset, bit, check, none_ok))
+        columns.append((key, default, copied, none_is_unset, bit, check, none_ok))
     identity_class = mapper.identity_key_from_primary_key((None,) * len(mapper.primary_key))[0]
     primary_key = tuple(mapper.get_property_by_column(c).key for c in mapper.primary_key)
     identity = (identity_class, primary_key)
@@ -129,6 +147,11 @@ def _plan(model: type[Any]) -> _BulkPlan | None:
     if not callable(generator):
         return None  # a server-side version counter needs RETURNING
     return _BulkPlan(model.__name__, table, tuple(columns), version_col.key, generator, *identity)
+
+
+def _same_type(one: Any, other: Any) -> bool:
+    """Whether two column types take and convert values alike: one class, made alike."""
+    return type(one) is type(other) and repr(one) == repr(other)
 
 
 def _events_in_the_way(session: Session, mapper: Mapper[Any]) -> bool:
@@ -196,10 +219,13 @@ def _fill(plan: _BulkPlan, dicts: list[dict[str, Any]], version: Any) -> list[in
     try:
         for values in dicts:
             mask = 0
-            for attribute, default, none_is_unset, bit, check, none_ok in columns:
+            for attribute, default, copied, none_is_unset, bit, check, none_ok in columns:
                 value = values.get(attribute, _MISSING)
                 if value is _MISSING or (value is None and none_is_unset):
-                    values[attribute] = default() if default is not None else None
+                    if copied is not None and values[copied] is not None:
+                        values[attribute] = values[copied]  # as a CopyOf does
+                    else:
+                        values[attribute] = default() if default is not None else None
                     mask |= bit
                 elif value is None:
                     if not none_ok:
@@ -225,7 +251,7 @@ def _take_back(plan: _BulkPlan, dicts: list[dict[str, Any]], filled: list[int]) 
     version_bit = 1 << len(plan.columns)
     for values, mask in zip(dicts, filled, strict=False):
         if mask:
-            for attribute, _default, _unset, bit, _check, _none_ok in plan.columns:
+            for attribute, _default, _copied, _unset, bit, _check, _none_ok in plan.columns:
                 if mask & bit:
                     values.pop(attribute, None)
             if mask & version_bit and plan.version_attribute is not None:
@@ -241,6 +267,7 @@ class _DriverInsert:
     copy: bool
     row: Callable[[dict[str, Any]], tuple[Any, ...]]
     processors: Processors
+    twins: tuple[tuple[int, int], ...]  # (position, source): see process_columns
 
 
 #: Per dialect (an engine's), per model: how its batches reach the driver (``None``: Core).
@@ -272,7 +299,13 @@ def _driver_insert(dialect: Dialect, model: type[Any], plan: _BulkPlan) -> _Driv
     driver = None
     if statement is not None and sent_as_values(dialect, types):
         row: Any = operator.itemgetter(*keys) if len(keys) > 1 else lambda v: (v[keys[0]],)
-        driver = _DriverInsert(statement, copy, row, bind_processors(dialect, types))
+        # a column whose default repeats another's (of the same type: _plan) is converted with it
+        twins = tuple(
+            (keys.index(key), keys.index(copied))
+            for key, _default, copied, *_ in plan.columns
+            if copied is not None
+        )
+        driver = _DriverInsert(statement, copy, row, bind_processors(dialect, types), twins)
     known[model] = driver
     return driver
 
@@ -289,7 +322,7 @@ def _send(connection: Connection, plan: _BulkPlan, model: type[Any], dicts: list
         connection.execute(insert(plan.table), dicts)
         return
     columns: list[Sequence[Any]] = list(zip(*map(driver.row, dicts), strict=True))
-    process_columns(columns, driver.processors)
+    process_columns(columns, driver.processors, driver.twins)
     if driver.copy:
         copy_rows(connection, driver.statement, zip(*columns, strict=True))
     else:
