@@ -616,10 +616,11 @@ def run_others(backends: Sequence[str]) -> list[str]:
     return lines
 
 
-# (goal, part of the group's title, case, reference case, limit): the goal holds when
-# time(case) / time(reference) <= limit; a negative limit is a throughput share instead:
-# time(reference) / time(case) >= -limit.
-GOALS = (
+# (goal, part of the group's title, case, reference case, limit[, the backends it is set
+# for, if not all]): the goal holds when time(case) / time(reference) <= limit; a negative
+# limit is a throughput share instead: time(reference) / time(case) >= -limit.
+Goal = tuple[str, str, str, str, float] | tuple[str, str, str, str, float, tuple[str, ...]]
+GOALS: tuple[Goal, ...] = (
     (
         "add_many within 1.25x of Core executemany",
         "insert ",
@@ -649,11 +650,12 @@ GOALS = (
         1.25,
     ),
     (
-        "AuditWriter at least 60% of the raw driver's throughput (COPY on PostgreSQL)",
+        "AuditWriter at least 60% of raw COPY throughput on PostgreSQL (elsewhere: measured)",
         "write ",
         "flowstore AuditWriter",
         "raw driver",
         -0.60,
+        ("postgresql",),
     ),
 )
 
@@ -661,19 +663,20 @@ GOALS = (
 def goal_table(results: Results, backends: Sequence[str]) -> list[str]:
     """The issue's goals, each with its figure per backend and whether it held."""
     lines = ["| goal | " + " | ".join(backends) + " |", "|---|" + "---:|" * len(backends)]
-    for label, prefix, case, reference, limit in GOALS:
+    for label, prefix, case, reference, limit, *only in GOALS:
         cells = []
         for backend in backends:
             mine = _find(results, prefix, case, backend)
             base = _find(results, prefix, reference, backend)
             if mine is None or base is None:
                 cells.append("-")
-            elif limit < 0:
-                share = base / mine
-                cells.append(f"{share:.0%} " + ("held" if share >= -limit else "missed"))
+                continue
+            held = base / mine >= -limit if limit < 0 else mine / base <= limit
+            figure = f"{base / mine:.0%}" if limit < 0 else f"{mine / base:.2f}x"
+            if only and backend not in only[0]:
+                cells.append(f"{figure} (no goal)")
             else:
-                ratio = mine / base
-                cells.append(f"{ratio:.2f}x " + ("held" if ratio <= limit else "missed"))
+                cells.append(f"{figure} " + ("held" if held else "missed"))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines
 
