@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from sqlalchemy import insert
 
 from flowstore import (
     AlreadyExistsError,
@@ -45,6 +46,28 @@ def test_add_get_exists(store: Store, repo: str) -> None:
         assert loaded.created_at.utcoffset().total_seconds() == 0
         assert before <= loaded.created_at <= datetime.now(UTC)
         assert loaded.updated_at == loaded.created_at  # a new record: updated when created
+
+
+def test_updated_at_starts_as_created_at_on_every_insert_path(store: Store) -> None:
+    """A flush, a flush with a given ``created_at`` (an import), and a Core executemany all
+    store ``updated_at == created_at``; an update then moves ``updated_at`` on alone."""
+    imported = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
+    with store.unit_of_work() as uow:
+        fresh = uow.deployments.add(Deployment(name="fresh", version="1"))
+        uow.deployments.add(Deployment(name="imported", version="1", created_at=imported))
+    rows = [{"name": f"core-{i}", "version": "1", "lock_version": 1} for i in range(3)]
+    with store.engine.begin() as conn:
+        conn.execute(insert(Deployment), rows)
+    with store.unit_of_work() as uow:
+        stored = {d.name: d for d in uow.deployments.list()}
+        assert len(stored) == 5
+        for deployment in stored.values():
+            assert deployment.updated_at == deployment.created_at, deployment.name
+        assert stored["imported"].updated_at == imported
+        stored["fresh"].version = "2"
+    with store.unit_of_work() as uow:
+        updated = uow.deployments.get(fresh.id)
+        assert updated.created_at == fresh.created_at < updated.updated_at
 
 
 @pytest.mark.parametrize("repo", REPOS)
