@@ -110,17 +110,29 @@ _LIMIT = bindparam("n", type_=Integer())
 _QUEUE = bindparam("queue_name", type_=_c.queue.type)
 _TOKEN = bindparam("token", type_=_c.claim_token.type)
 _IDS = bindparam("ids", expanding=True, type_=_c.id.type)
-# The two kinds of claimable job: queued and due, or running with its lease run out.
+# The two kinds of claimable job, each read off its index in that index's order: queued and
+# due (ix_jobs_claim: claim order), or running with its lease run out (ix_jobs_lease: the
+# leases that ran out first come first, the jobs of one claim in claim order; the range holds
+# only expired leases, so a claim never reads the entries of the jobs in flight). The claim
+# then orders the candidates of both by claim order.
 _CLAIMABLE = (
-    (JobStatus.QUEUED, _c.run_at <= _NOW),
-    (JobStatus.RUNNING, _c.lease_expires_at <= _NOW),
+    (JobStatus.QUEUED, _c.run_at <= _NOW, (_c.priority.desc(), _c.run_at, _c.id)),
+    (
+        JobStatus.RUNNING,
+        _c.lease_expires_at <= _NOW,
+        (_c.lease_expires_at, _c.priority.desc(), _c.run_at, _c.id),
+    ),
 )
 
 
 def _claimable(
-    status: JobStatus, due: ColumnElement[bool], *columns: Any, partial: bool = True
+    status: JobStatus,
+    due: ColumnElement[bool],
+    order: tuple[Any, ...],
+    *columns: Any,
+    partial: bool = True,
 ) -> Select[Any]:
-    """Claimable jobs in one status, in claim order (the claim index's order), locked.
+    """Claimable jobs in one status, in ``order`` (their index's), at most ``n``, locked.
 
     With ``partial``, the query repeats the partial index's predicate as written, so that
     SQLite (which matches partial-index terms literally) and PostgreSQL's generic plans use
@@ -129,11 +141,7 @@ def _claimable(
     stmt = select(*columns).where(_c.queue == _QUEUE, _c.status == status, due)
     if partial:
         stmt = stmt.where(text(ACTIVE_JOB_PREDICATE))
-    return (
-        stmt.order_by(_c.priority.desc(), _c.run_at, _c.id)
-        .limit(_LIMIT)
-        .with_for_update(skip_locked=True)
-    )
+    return stmt.order_by(*order).limit(_LIMIT).with_for_update(skip_locked=True)
 
 
 def _claim_in_one_statement() -> Any:
@@ -142,8 +150,8 @@ def _claim_in_one_statement() -> Any:
     A picked job whose lease ran out with no attempt left is made dead instead of claimed.
     """
     arms = [
-        _claimable(status, due, _c.id, _c.priority, _c.run_at).subquery()
-        for status, due in _CLAIMABLE
+        _claimable(status, due, order, _c.id, _c.priority, _c.run_at).subquery()
+        for status, due, order in _CLAIMABLE
     ]
     candidates = union_all(*(select(arm) for arm in arms)).subquery()
     # Materialized, so that the locking pick runs exactly once, whatever the plan: a
@@ -183,7 +191,12 @@ _CLAIM_RETURNING = (
 _LOCK_CLAIMABLE = (
     select(Job)
     .from_statement(
-        union_all(*(_claimable(status, due, Job, partial=False) for status, due in _CLAIMABLE))
+        union_all(
+            *(
+                _claimable(status, due, order, Job, partial=False)
+                for status, due, order in _CLAIMABLE
+            )
+        )
     )
     .execution_options(populate_existing=True)
 )
@@ -473,7 +486,9 @@ class QueueCore:
         """Claim up to ``n`` due jobs (and jobs whose lease ran out) for a lease.
 
         They come highest priority first, then oldest due; their ``attempts`` count this
-        claim. A job whose lease ran out on its last attempt is made dead instead.
+        claim. Jobs whose lease ran out are candidates first-expired first (``n`` of them),
+        then compete by that order. A job whose lease ran out on its last attempt is made
+        dead instead.
         """
         n = _integer("n", n, minimum=0)
         if n == 0:

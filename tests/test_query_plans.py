@@ -5,6 +5,8 @@ parameters) on the same data; a plan that reads the whole table (``Seq Scan``) f
 This checks plan shape, never time. The data is made by ``generate_series`` in one statement
 per table, then ``VACUUM ANALYZE``: what a planner sees in production, not on an empty table.
 
+A queue claim with 20,000 jobs in flight must read only the expired leases off their index.
+
 Aggregates over a whole table (``DeploymentRepository.stats``) read every row by nature: they
 must read it once (the table or an index), no more. A page of a status most rows share must
 come off the ``(status, created_at, id)`` index in page order, not from a sort of every match.
@@ -106,6 +108,19 @@ LOAD = [
         SELECT {_id("inf")}, {_id("org", f"i % {ORGS} + 1")}, {_id("app", f"i % {ROWS} + 1")},
                NULL, 'model-' || (i % 5), 'success', 100, 50, 0.001, 200, {_ENTITY}
         FROM generate_series(1, {ROWS}) i""",
+    # a busy queue: most jobs done, 20,000 in flight (leases running), a few leases run out
+    # (i % 1000 = 0), the rest queued
+    f"""INSERT INTO jobs (id, queue, payload, status, priority, run_at, attempts, max_attempts,
+                          lease_expires_at, claim_token, finished_at, created_at, updated_at)
+        SELECT {_id("job")}, 'work', '{{}}'::jsonb, CASE
+                 WHEN i % 1000 = 0 OR i % 10 IN (7, 8) THEN 'running'
+                 WHEN i % 10 = 9 THEN 'queued' ELSE 'done' END, i % 3,
+               now() - (i || ' seconds')::interval, 1, 5,
+               CASE WHEN i % 1000 = 0 THEN now() - interval '1 minute'
+                    WHEN i % 10 IN (7, 8) THEN now() + interval '1 hour' END,
+               CASE WHEN i % 1000 = 0 OR i % 10 IN (7, 8) THEN {_id("token")} END,
+               CASE WHEN i % 1000 <> 0 AND i % 10 < 7 THEN now() END, now(), now()
+        FROM generate_series(1, {ROWS}) i""",
 ]
 
 
@@ -131,7 +146,7 @@ class Captured:
         self.statements: list[tuple[str, Any]] = []
 
     def __call__(self, conn: Any, cursor: Any, statement: str, params: Any, *_: Any) -> None:
-        if statement.lstrip().upper().startswith(("SELECT", "UPDATE", "DELETE")):
+        if statement.lstrip().upper().startswith(("SELECT", "UPDATE", "DELETE", "WITH")):
             self.statements.append((statement, params))
 
 
@@ -160,6 +175,17 @@ def nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
     yield plan
     for child in plan.get("Plans", []):
         yield from nodes(child)
+
+
+def _path(plan: dict[str, Any], target: dict[str, Any]) -> list[dict[str, Any]]:
+    """The nodes from ``plan`` down to ``target``, both included (empty if not below)."""
+    if plan is target:
+        return [plan]
+    for child in plan.get("Plans", []):
+        below = _path(child, target)
+        if below:
+            return [plan, *below]
+    return []
 
 
 def assert_read_once(store: Store, work: Callable[[UnitOfWork], object]) -> None:
@@ -268,6 +294,22 @@ def test_a_page_of_a_common_status_comes_off_the_index_in_order(
     assert kinds[0] == "Limit", kinds
     indexes = {n.get("Index Name") for n in nodes(plan)}
     assert f"ix_{table}_status_created_at_id" in indexes, (statement, indexes)
+
+
+def test_a_claim_reads_only_the_expired_leases_of_the_jobs_in_flight(big_store: Store) -> None:
+    """With 20,000 jobs running, taking back the expired leases is a range of ix_jobs_lease
+    (queue, status, lease end): not a walk of every running job's entry in claim order."""
+    [(statement, plan)] = plans_of(big_store, lambda uow: uow.queue("work").dequeue())
+    assert not [n for n in nodes(plan) if n["Node Type"] == "Seq Scan"], statement
+    running = [n for n in nodes(plan) if "'running'" in n.get("Index Cond", "")]
+    assert [n["Index Name"] for n in running] == ["ix_jobs_lease"], json.dumps(plan)[:3000]
+    assert "lease_expires_at <=" in running[0]["Index Cond"], running[0]
+    # and in that index's order, so the arm stops at its limit: no sort of every expired lease
+    kinds = [n["Node Type"] for n in _path(plan, running[0])]
+    arm = kinds[max(i for i, kind in enumerate(kinds) if kind == "Limit") :]
+    assert "Sort" not in arm and "Incremental Sort" not in arm, arm
+    queued = [n for n in nodes(plan) if "'queued'" in n.get("Index Cond", "")]
+    assert [n["Index Name"] for n in queued] == ["ix_jobs_claim"], json.dumps(plan)[:3000]
 
 
 def test_a_query_without_an_index_is_caught(big_store: Store) -> None:

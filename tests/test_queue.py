@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import event, update
 
 from flowstore import (
     ConcurrencyError,
@@ -273,6 +273,59 @@ def test_a_job_whose_lease_ran_out_is_claimed_again_with_attempts_counted(
     assert second is not None and second.id == job_id
     assert second.attempts == 2
     assert second.claim_token != first.claim_token
+
+
+def test_expired_leases_come_back_in_the_order_they_ran_out(store: Store, clock: Clock) -> None:
+    """Jobs whose lease ran out come back first-expired first (the jobs of one claim, which
+    share a lease end, in their claim order), a claim's worth at a time; each candidate then
+    competes with the queued jobs by claim order (priority, then oldest due)."""
+    crashed = make_queue(store, clock, lease_seconds=60)
+    crashed.enqueue({"name": "a"}, priority=0)
+    assert crashed.dequeue() is not None  # a's lease ends first
+    clock.advance(seconds=10)
+    crashed.enqueue({"name": "c"}, priority=1)
+    crashed.enqueue({"name": "b"}, priority=5)
+    assert len(crashed.dequeue_many(2)) == 2  # b and c: one lease end, 10 s after a's
+    crashed.enqueue({"name": "queued"}, priority=3)
+    clock.advance(seconds=61)  # every lease has run out
+
+    other = make_queue(store, clock)
+    order = []
+    while (job := other.dequeue()) is not None:
+        order.append((job.payload["name"], job.attempts))
+
+    # first claim: a (first expired) against the queued job, which has the higher priority
+    assert order == [("queued", 1), ("a", 2), ("b", 2), ("c", 2)]
+
+
+def test_on_sqlite_the_claim_reads_expired_leases_off_their_index(store: Store) -> None:
+    """However many jobs are in flight, a claim reads only the entries of expired leases:
+    the lease arm is a range of ix_jobs_lease, not a filtered walk of the running jobs."""
+    if store.dialect != "sqlite":
+        pytest.skip("EXPLAIN QUERY PLAN is SQLite's; PostgreSQL's plan: test_query_plans.py")
+    sent: list[tuple[str, Any]] = []
+
+    def record(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if statement.lstrip().startswith("WITH"):
+            sent.append((statement, parameters))
+
+    queue = store.queue("plans")
+    queue.enqueue({})
+    event.listen(store.engine, "before_cursor_execute", record)
+    try:
+        queue.dequeue()
+    finally:
+        event.remove(store.engine, "before_cursor_execute", record)
+    [(statement, parameters)] = sent
+    with store.engine.connect() as conn:
+        plan = " | ".join(
+            row[-1] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)
+        )
+    assert "ix_jobs_lease (queue=? AND status=? AND lease_expires_at<?)" in plan, plan
+    assert "ix_jobs_claim (queue=? AND status=?)" in plan, plan
+    # the lease arm comes off the index in its order: it stops at its limit, no sort
+    lease_arm = plan.split("ix_jobs_lease", 1)[1].split("| SCAN", 1)[0]
+    assert "TEMP B-TREE" not in lease_arm, plan
 
 
 def test_a_stale_acknowledge_does_not_finish_the_new_run(store: Store, clock: Clock) -> None:

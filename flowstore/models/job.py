@@ -93,3 +93,19 @@ Index(
     postgresql_where=text(ACTIVE_JOB_PREDICATE),
     sqlite_where=text(ACTIVE_JOB_PREDICATE),
 )
+
+# Taking back jobs whose lease ran out reads this one: the running jobs of a queue by lease
+# end (then, for the jobs of one claim, in claim order), so that the expired ones are an index
+# range at its start, however many jobs are in flight (through ix_jobs_claim, finding them
+# meant reading every running job's entry).
+Index(
+    "ix_jobs_lease",
+    Job.queue,
+    Job.status,
+    Job.lease_expires_at,
+    Job.priority.desc(),
+    Job.run_at,
+    Job.id,
+    postgresql_where=text(ACTIVE_JOB_PREDICATE),
+    sqlite_where=text(ACTIVE_JOB_PREDICATE),
+)
