@@ -79,33 +79,28 @@ class Job(Base):
         )
 
 
-# Claiming reads this index in order and stops at its LIMIT: (queue, status) first, then the
-# claim order (highest priority first, oldest due, id). PostgreSQL and SQLite index unfinished
-# jobs only, so millions of finished rows cost nothing; MySQL/MariaDB have no partial indexes,
-# and there the leading (queue, status) keeps finished rows out of the scanned range.
-Index(
-    "ix_jobs_claim",
-    Job.queue,
-    Job.status,
-    Job.priority.desc(),
-    Job.run_at,
-    Job.id,
-    postgresql_where=text(ACTIVE_JOB_PREDICATE),
-    sqlite_where=text(ACTIVE_JOB_PREDICATE),
-)
+def _unfinished_jobs_index(name: str, *columns: Any) -> Index:
+    """An index of the jobs of a queue by status, then ``columns``, then claim order (highest
+    priority first, oldest due, id). PostgreSQL and SQLite index unfinished jobs only, so
+    millions of finished rows cost nothing; MySQL/MariaDB have no partial indexes, and there
+    the leading (queue, status) keeps finished rows out of the scanned range."""
+    return Index(
+        name,
+        Job.queue,
+        Job.status,
+        *columns,
+        Job.priority.desc(),
+        Job.run_at,
+        Job.id,
+        postgresql_where=text(ACTIVE_JOB_PREDICATE),
+        sqlite_where=text(ACTIVE_JOB_PREDICATE),
+    )
 
+
+# Claiming queued jobs reads this index in order and stops at its LIMIT.
+_unfinished_jobs_index("ix_jobs_claim")
 # Taking back jobs whose lease ran out reads this one: the running jobs of a queue by lease
 # end (then, for the jobs of one claim, in claim order), so that the expired ones are an index
 # range at its start, however many jobs are in flight (through ix_jobs_claim, finding them
 # meant reading every running job's entry).
-Index(
-    "ix_jobs_lease",
-    Job.queue,
-    Job.status,
-    Job.lease_expires_at,
-    Job.priority.desc(),
-    Job.run_at,
-    Job.id,
-    postgresql_where=text(ACTIVE_JOB_PREDICATE),
-    sqlite_where=text(ACTIVE_JOB_PREDICATE),
-)
+_unfinished_jobs_index("ix_jobs_lease", Job.lease_expires_at)
