@@ -73,7 +73,9 @@ def flowstore_loop(url: str, batch: int, start: Event, stop: Event) -> int:
     warm = JobQueue(store, f"warmup-{os.getpid()}")
     warm.enqueue_many([{}, {}])
     warm.acknowledge_many(warm.dequeue_many(1))
-    warm.acknowledge(warm.dequeue())  # type: ignore[arg-type]
+    job = warm.dequeue()
+    if job is not None:  # MySQL: SKIP LOCKED may pass over a row another claim is reading
+        warm.acknowledge(job)
     done = 0
     start.wait()
     while not stop.is_set():
