@@ -86,7 +86,8 @@ _CORE_TABLE = table(
 _BLANK: dict[str, Any] = dict.fromkeys(_COLUMNS)
 _ROW = operator.itemgetter(*_COLUMNS)
 _JSON = json.JSONEncoder(allow_nan=False)  # made once: json.dumps(allow_nan=...) makes one a call
-_CREATED, _UPDATED = _INDEX["created_at"], _INDEX["updated_at"]
+# updated_at is created_at's very value (_row): converted once, for created_at
+_TWINS = ((_INDEX["updated_at"], _INDEX["created_at"]),)
 
 Row = tuple[Any, ...]
 
@@ -409,8 +410,7 @@ class AuditWriter:
                 return
             sql, processors = statement
             values: list[Sequence[Any]] = list(zip(*rows, strict=True))
-            process_columns(values, processors)
-            values[_UPDATED] = values[_CREATED]  # _row makes them one value: converted once
+            process_columns(values, processors, _TWINS)  # _row makes them one value
             conn.exec_driver_sql(sql, list(zip(*values, strict=True)))  # one executemany
 
     def _give_up(self, rows: list[Row], error: FlowstoreError) -> None:
@@ -429,15 +429,14 @@ class AuditWriter:
 
 def _driver_statement(dialect: Dialect) -> tuple[str, Processors] | None:
     """The INSERT as the driver takes it, with positional parameters in table order, and the
-    columns' bind processors (but ``updated_at``'s: it is ``created_at``'s value); ``None``
-    for a driver without positional parameters. Handing the driver ready tuples spares Core's
-    per-row parameter dicts: the rows are already checked and in table order."""
+    columns' bind processors; ``None`` for a driver without positional parameters. Handing
+    the driver ready tuples spares Core's per-row parameter dicts: the rows are already
+    checked and in table order."""
     sql = positional_insert(dialect, _TABLE, _COLUMNS)
     if sql is None:
         return None
     types = [col.type for col in _CORE_TABLE.columns]
-    processors = bind_processors(dialect, types)
-    return sql, tuple(processor for processor in processors if processor[0] != _UPDATED)
+    return sql, bind_processors(dialect, types)
 
 
 def _details_json(details: Any) -> str:
