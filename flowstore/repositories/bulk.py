@@ -123,13 +123,16 @@ def _plan(model: type[Any]) -> _BulkPlan | None:
             return None
         none_is_unset = default is not None and not column.type.should_evaluate_none
         found[prop.key] = (column, default, copied, none_is_unset)
+    # A copy of a column not there, of a copy, or of another type is left to the flush, which
+    # fills it in table order and checks the value as this column's.
     for column, _default, copied, _unset in found.values():
-        source = found.get(copied) if copied is not None else None
-        if copied is not None and (
-            source is None or source[2] is not None or not _same_type(column.type, source[0].type)
-        ):
-            # the flush fills it in table order, and checks the value as this column's
-            return None  # a copy of a column not there, of a copy, or of another type
+        if copied is None:
+            continue
+        if copied not in found:
+            return None
+        source, _source_default, source_copied, _source_unset = found[copied]
+        if source_copied is not None or not _same_type(column.type, source.type):
+            return None
     columns: list[_Column] = []
     # a column that repeats another's value is filled after it
     for key, (_column, default, copied, none_is_unset) in sorted(
