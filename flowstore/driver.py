@@ -19,7 +19,8 @@ from sqlalchemy import BindParameter, Connection, Dialect, TableClause, bindpara
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.sql import sqltypes
 from sqlalchemy.types import TypeDecorator, TypeEngine
-from sqlalchemy.util import await_only
+
+from flowstore.sa_compat import await_in_greenlet
 
 __all__ = [
     "Processors",
@@ -161,7 +162,7 @@ def copy_rows(connection: Connection, statement: str, rows: Iterable[Sequence[An
     driver: Any = connection.connection.driver_connection
     try:
         if dialect.is_async:
-            await_only(_copy_async(driver, statement, rows))
+            await_in_greenlet(_copy_async(driver, statement, rows))
         else:
             with driver.cursor() as cursor, cursor.copy(statement) as copy:
                 for row in rows:

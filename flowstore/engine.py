@@ -20,8 +20,16 @@ from sqlalchemy.pool import StaticPool
 
 from flowstore.config import Settings
 from flowstore.errors import InvalidInputError, mask_secrets
+from flowstore.sql_functions import register_sqlite_functions
 
-__all__ = ["build_engine", "engine_options", "is_memory_sqlite", "normalize_url"]
+__all__ = [
+    "OneHolderPool",
+    "build_engine",
+    "engine_options",
+    "install_sqlite_hooks",
+    "is_memory_sqlite",
+    "normalize_url",
+]
 
 _DEFAULT_DRIVERS = {
     "postgres": "postgresql+psycopg",
@@ -165,7 +173,7 @@ class _GatedStaticPool(OneHolderPool):
         return pool
 
 
-def _install_sqlite_hooks(engine: Engine, settings: Settings, memory: bool) -> None:
+def install_sqlite_hooks(engine: Engine, settings: Settings, memory: bool) -> None:
     """Pragmas and BEGIN on every connection (flowstore.aio installs them on
     ``engine.sync_engine``)."""
     busy_ms = int(settings.sqlite_busy_timeout_ms)
@@ -173,9 +181,12 @@ def _install_sqlite_hooks(engine: Engine, settings: Settings, memory: bool) -> N
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # SQLAlchemy, not pysqlite, starts transactions
+        register_sqlite_functions(dbapi_conn)
         cursor = dbapi_conn.cursor()
         try:
             cursor.execute("PRAGMA foreign_keys = ON")
+            # LIKE respects case, as on PostgreSQL and MySQL (flowstore's binary collation)
+            cursor.execute("PRAGMA case_sensitive_like = ON")
             cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
             if not memory:
                 cursor.execute("PRAGMA journal_mode = WAL")
@@ -202,7 +213,7 @@ def build_engine(url: str | URL, settings: Settings, **overrides: Any) -> Engine
     if isinstance(engine.pool, _GatedStaticPool):
         engine.pool.gate_timeout = settings.pool_timeout
     if parsed.get_backend_name() == "sqlite":
-        _install_sqlite_hooks(engine, settings, is_memory_sqlite(parsed))
+        install_sqlite_hooks(engine, settings, is_memory_sqlite(parsed))
     elif parsed.get_backend_name() in {"mysql", "mariadb"}:
         _bound_mysql_handshake(engine)
     return engine

@@ -46,7 +46,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, Unpack, cast
+from typing import Any, TypedDict, TypeVar, Unpack, cast
 
 from sqlalchemy import (
     ColumnElement,
@@ -71,12 +71,10 @@ from flowstore.errors import ConcurrencyError, InvalidInputError, NotFoundError,
 from flowstore.models.base import utcnow, uuid7
 from flowstore.models.enums import JobStatus
 from flowstore.models.job import ACTIVE_JOB_PREDICATE, Job
-from flowstore.repositories.base import coerce_id
+from flowstore.repositories.keys import coerce_id
+from flowstore.sessions import CallerSession, SessionSource, ShortTransactions
 
 log = logging.getLogger(__name__)
-
-if TYPE_CHECKING:
-    from flowstore.store import Store
 
 __all__ = ["JobQueue", "JobRef", "LostClaimError", "QueueCore", "default_worker_id"]
 
@@ -746,43 +744,44 @@ class QueueCore:
         return _rowcount(session.execute(delete(_JOBS).where(_c.id.in_(ids))))
 
 
+def session_source(target: Any) -> SessionSource:
+    """``target`` as the source of a queue's sessions: a ``SessionSource`` as it is, or
+    anything with a ``session_factory`` (a ``Store``) as short transactions of its own."""
+    if callable(getattr(target, "transaction", None)):
+        return cast(SessionSource, target)
+    factory = getattr(target, "session_factory", None)
+    if factory is None:
+        raise InvalidInputError(f"a queue needs a session source or a store, got {target!r}")
+    return ShortTransactions(factory, repr(target))
+
+
 class JobQueue:
     """The job queue ``name``: enqueue, claim, acknowledge and fail jobs.
 
-    ``JobQueue(store, name)`` (what ``store.queue(name)`` returns) runs every call in its own
-    short transaction, for workers; ``JobQueue.in_session(session, name)`` (what
-    ``uow.queue(name)`` returns) works in the caller's transaction, so that a job is enqueued
+    It works in the sessions of a ``flowstore.sessions.SessionSource``: short transactions of
+    its own (``store.queue(name)``, for workers), or the caller's transaction
+    (``uow.queue(name)``, ``JobQueue.in_session(session, name)``), so that a job is enqueued
     (or a claim made) only if that transaction commits.
 
     ``lease_seconds`` is how long a claim lasts unless extended (``heartbeat``); a failed run
     waits ``backoff_base * 2 ** (attempts - 1)`` seconds, at most ``backoff_max``.
     """
 
-    core: QueueCore
-    _store: Store | None
-    _session: Session | None
-
     def __init__(
-        self, store: Store, name: str = "default", **options: Unpack[QueueOptions]
+        self, source: SessionSource | Any, name: str = "default", **options: Unpack[QueueOptions]
     ) -> None:
         self.core = QueueCore(name, **options)
-        self._store = store
-        self._session = None
+        self.source = session_source(source)
 
     @classmethod
     def in_session(
         cls, session: Session, name: str = "default", **options: Unpack[QueueOptions]
     ) -> JobQueue:
         """The queue ``name`` working in ``session``'s transaction (it never commits it)."""
-        queue = cls.__new__(cls)
-        queue.core = QueueCore(name, **options)
-        queue._store = None
-        queue._session = session
-        return queue
+        return cls(CallerSession(session), name, **options)
 
     def __repr__(self) -> str:
-        where = "in a session" if self._session is not None else repr(self._store)
-        return f"JobQueue({self.name!r}, {where})"
+        return f"JobQueue({self.name!r}, {self.source.describe()})"
 
     @property
     def name(self) -> str:
@@ -795,13 +794,10 @@ class JobQueue:
         return self.core.lease_seconds
 
     def _run(self, work: Callable[[Session], R]) -> R:
-        """Run ``work`` in the caller's session, or in a short transaction of its own."""
-        with translating():
-            if self._session is not None:
-                return work(self._session)
-            assert self._store is not None
-            with self._store.session_factory() as session, session.begin():
-                return work(session)
+        """Run ``work`` in a session of the queue's source (its own transaction, or the
+        caller's)."""
+        with translating(), self.source.transaction() as session:
+            return work(session)
 
     # -- the contract ----------------------------------------------------------------------
 

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Self, cast, overload
 
 from sqlalchemy import URL, Engine, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
+from typing_extensions import TypeVar
 
 from flowstore import schema
 from flowstore.config import Settings
@@ -26,6 +28,7 @@ from flowstore.errors import (
     translating,
 )
 from flowstore.repositories import RepositoryContext
+from flowstore.sessions import ShortTransactions, session_factory
 from flowstore.uow import UnitOfWork
 
 if TYPE_CHECKING:
@@ -34,6 +37,7 @@ if TYPE_CHECKING:
 __all__ = ["Store"]
 
 R = TypeVar("R")
+U = TypeVar("U", bound=UnitOfWork, default=UnitOfWork)
 
 RETRYABLE_ERRORS: tuple[type[FlowstoreError], ...] = (TransactionFailedError, ConcurrencyError)
 
@@ -45,27 +49,61 @@ def check_attempts(attempts: Any) -> int:
     return attempts
 
 
-class Store:
+class Store(Generic[U]):
     """Entry point to one database.
 
     ``Store()`` with no URL uses ``FLOWSTORE_DATABASE_URL``, whose default is an in-memory
     SQLite database; that one is ready at once (its schema is created here) and shared by
     every unit of work of this store, from any thread.
+
+    ``unit_of_work_class`` is a service's ``UnitOfWork`` subclass, with its own repositories
+    (``flowstore.repository``); ``migrations`` its Alembic folder (``flowstore db init``),
+    applied and checked after flowstore's own revisions.
     """
 
+    @overload
+    def __init__(
+        self: Store[U],
+        url: str | URL | None = None,
+        *,
+        settings: Settings | None = None,
+        unit_of_work_class: type[U],
+        migrations: str | os.PathLike[str] | None = None,
+        **engine_options: Any,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: Store[UnitOfWork],
+        url: str | URL | None = None,
+        *,
+        settings: Settings | None = None,
+        migrations: str | os.PathLike[str] | None = None,
+        **engine_options: Any,
+    ) -> None: ...
     def __init__(
         self,
         url: str | URL | None = None,
         *,
         settings: Settings | None = None,
+        unit_of_work_class: type[Any] = UnitOfWork,
+        migrations: str | os.PathLike[str] | None = None,
         **engine_options: Any,
     ) -> None:
+        if not (
+            isinstance(unit_of_work_class, type) and issubclass(unit_of_work_class, UnitOfWork)
+        ):
+            raise InvalidInputError(
+                "unit_of_work_class takes a flowstore.UnitOfWork subclass, "
+                f"got {unit_of_work_class!r}"
+            )
+        self.unit_of_work_class: type[U] = cast("type[U]", unit_of_work_class)
         self.settings = settings or Settings()
+        self.migrations = (
+            migrations if migrations is not None else getattr(self.settings, "migrations", None)
+        )
         self.url = normalize_url(url if url is not None else self.settings.database_url)
         self.engine: Engine = build_engine(self.url, self.settings, **engine_options)
-        self.session_factory: sessionmaker[Session] = sessionmaker(
-            self.engine, expire_on_commit=False
-        )
+        self.session_factory: sessionmaker[Session] = session_factory(self.engine)
         self._context = RepositoryContext(settings=self.settings)
         self.is_memory = is_memory_sqlite(self.url)
         if self.is_memory:
@@ -92,7 +130,7 @@ class Store:
 
     # -- units of work and queues ----------------------------------------------------------
 
-    def unit_of_work(self, *, org_id: Any = None) -> UnitOfWork:
+    def unit_of_work(self, *, org_id: Any = None) -> U:
         """A new unit of work (use it as a context manager).
 
         With ``org_id`` it is confined to that organization: its repositories see, change and
@@ -100,11 +138,11 @@ class Store:
         ``flowstore.tenancy``.
         """
         context = self._context if org_id is None else self._context.for_org(org_id)
-        return UnitOfWork(self.session_factory, context)
+        return self.unit_of_work_class(self.session_factory, context)
 
     def run_in_transaction(
         self,
-        work: Callable[[UnitOfWork], R],
+        work: Callable[[U], R],
         *,
         attempts: int = 3,
         backoff: float = 0.05,
@@ -132,7 +170,8 @@ class Store:
         """The job queue ``name`` for workers: every call is its own short transaction."""
         from flowstore.queue import JobQueue
 
-        return JobQueue(self, name, lease_seconds=lease_seconds)
+        sessions = ShortTransactions(self.session_factory, repr(self))
+        return JobQueue(sessions, name, lease_seconds=lease_seconds)
 
     # -- schema ----------------------------------------------------------------------------
 

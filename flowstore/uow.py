@@ -3,14 +3,23 @@
 ``with store.unit_of_work() as uow:`` commits on a clean exit and rolls back on an exception,
 which is re-raised (a SQLAlchemy/DBAPI error as its flowstore error). Repositories are made on
 first access and share the unit of work's session.
+
+A service adds its own repositories by declaring them on a subclass, and hands that class to
+its store; the async face (``flowstore.aio``) builds its awaitable attributes from the same
+declaration::
+
+    class AcmeUnitOfWork(UnitOfWork):
+        projects = repository(ProjectRepository)
+
+    store = Store(url, unit_of_work_class=AcmeUnitOfWork)
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, overload
+from types import MappingProxyType, TracebackType
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar, overload
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
@@ -30,25 +39,36 @@ from flowstore.repositories import (
     TemplateRepository,
     UserRepository,
 )
+from flowstore.sessions import CallerSession
 from flowstore.tenancy import scope_session
 
 if TYPE_CHECKING:
+    import uuid
+
     from flowstore.queue import JobQueue
 
-__all__ = ["UnitOfWork"]
+__all__ = ["RepositoryAttribute", "UnitOfWork", "repository"]
 
 RepoT = TypeVar("RepoT", bound=Repository[Any])
 
 
-class _RepositoryAttribute(Generic[RepoT]):
-    """A lazily created, per-unit-of-work repository."""
+class RepositoryAttribute(Generic[RepoT]):
+    """A repository declared on a unit-of-work class: made on first access, one per unit of
+    work, on its session."""
 
     def __init__(self, repository_class: type[RepoT]) -> None:
+        if not (isinstance(repository_class, type) and issubclass(repository_class, Repository)):
+            raise TypeError(f"repository() takes a Repository subclass, got {repository_class!r}")
+        if not isinstance(getattr(repository_class, "model", None), type):
+            raise TypeError(f"{repository_class.__name__} must set `model = <its model class>`")
         self.repository_class = repository_class
         self.name = ""
 
     def __set_name__(self, owner: type[Any], name: str) -> None:
         self.name = name
+
+    def __repr__(self) -> str:
+        return f"repository({self.repository_class.__name__})"
 
     @overload
     def __get__(self, uow: None, owner: type[Any]) -> Self: ...
@@ -57,32 +77,51 @@ class _RepositoryAttribute(Generic[RepoT]):
     def __get__(self, uow: UnitOfWork | None, owner: type[Any]) -> RepoT | Self:
         if uow is None:
             return self
-        repository = uow._repositories.get(self.name)
-        if repository is None:
-            repository = self.repository_class(uow.session, uow.context)
-            uow._repositories[self.name] = repository
-        return repository  # type: ignore[return-value]
+        return uow.get_repository(self.name)  # type: ignore[return-value]
+
+
+def repository(repository_class: type[RepoT]) -> RepositoryAttribute[RepoT]:
+    """Declare a repository attribute on a ``UnitOfWork`` subclass:
+    ``projects = repository(ProjectRepository)``."""
+    return RepositoryAttribute(repository_class)
 
 
 class UnitOfWork:
-    """One session and one transaction; use it as a context manager."""
+    """One session and one transaction; use it as a context manager.
 
-    deployments = _RepositoryAttribute(DeploymentRepository)
-    templates = _RepositoryAttribute(TemplateRepository)
-    requests = _RepositoryAttribute(RequestRepository)
-    machines = _RepositoryAttribute(MachineRepository)
-    organizations = _RepositoryAttribute(OrganizationRepository)
-    applications = _RepositoryAttribute(ApplicationRepository)
-    users = _RepositoryAttribute(UserRepository)
-    policies = _RepositoryAttribute(PolicyRepository)
-    audit_logs = _RepositoryAttribute(AuditLogRepository)
-    inference_requests = _RepositoryAttribute(InferenceRequestRepository)
+    ``repositories`` maps each declared attribute name to its repository class (the
+    declaration the async face builds from).
+    """
+
+    repositories: ClassVar[MappingProxyType[str, type[Repository[Any]]]]
+
+    deployments = repository(DeploymentRepository)
+    templates = repository(TemplateRepository)
+    requests = repository(RequestRepository)
+    machines = repository(MachineRepository)
+    organizations = repository(OrganizationRepository)
+    applications = repository(ApplicationRepository)
+    users = repository(UserRepository)
+    policies = repository(PolicyRepository)
+    audit_logs = repository(AuditLogRepository)
+    inference_requests = repository(InferenceRequestRepository)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.repositories = _declared(cls)
 
     def __init__(
-        self, session_factory: sessionmaker[Session], context: RepositoryContext | None = None
+        self,
+        session_factory: sessionmaker[Session],
+        context: RepositoryContext | None = None,
+        *,
+        rollback_on_exit: bool = False,
     ) -> None:
+        """``rollback_on_exit``: a clean exit rolls back instead of committing (for tests
+        and dry runs; an explicit ``commit()`` still commits)."""
         self._session_factory = session_factory
         self.context = context or RepositoryContext()
+        self.rollback_on_exit = rollback_on_exit
         self._session: Session | None = None
         self._repositories: dict[str, Repository[Any]] = {}
 
@@ -92,6 +131,21 @@ class UnitOfWork:
         if self._session is None:
             raise InvalidInputError("the unit of work is not active: use it in a `with` block")
         return self._session
+
+    @property
+    def org_id(self) -> uuid.UUID | None:
+        """The organization this unit of work is confined to, or ``None``."""
+        return self.context.org_id
+
+    def get_repository(self, name: str) -> Repository[Any]:
+        """The declared repository ``name`` of this unit of work (made on first use)."""
+        found = self._repositories.get(name)
+        if found is None:
+            repository_class = type(self).repositories.get(name)
+            if repository_class is None:
+                raise InvalidInputError(f"{type(self).__name__} declares no repository {name!r}")
+            found = self._repositories[name] = repository_class(self.session, self.context)
+        return found
 
     def __enter__(self) -> Self:
         if self._session is not None:
@@ -115,7 +169,7 @@ class UnitOfWork:
     ) -> None:
         session = self.session
         try:
-            if exc is None:
+            if exc is None and not self.rollback_on_exit:
                 self.commit()
             else:
                 self._rollback_quietly(session)
@@ -141,6 +195,16 @@ class UnitOfWork:
         with translating():
             self.session.rollback()
 
+    def scope_to(self, org_id: Any) -> None:
+        """Confine this unit of work to one organization from now on (say, once a request's
+        API key is known): what it already holds of other organizations is dropped from the
+        session. Never widened: another organization afterwards is ``TenantScopeError``."""
+        with translating():
+            org = scope_session(self.session, org_id)
+        if self.context.org_id != org:
+            self.context = self.context.for_org(org)
+            self._repositories = {}
+
     @contextlib.contextmanager
     def savepoint(self) -> Iterator[None]:
         """A nested transaction: an exception inside rolls back only the block, then re-raises."""
@@ -163,9 +227,24 @@ class UnitOfWork:
         """The job queue ``name`` inside this transaction: enqueued jobs commit with it."""
         from flowstore.queue import JobQueue
 
-        return JobQueue.in_session(self.session, name)
+        return JobQueue(CallerSession(self.session), name)
 
     @staticmethod
     def _rollback_quietly(session: Session) -> None:
         with contextlib.suppress(sa_exc.SQLAlchemyError):
             session.rollback()
+
+
+def _declared(cls: type[Any]) -> MappingProxyType[str, type[Repository[Any]]]:
+    """The repository attributes of ``cls`` and its bases, by name (a subclass's win)."""
+    found: dict[str, type[Repository[Any]]] = {}
+    for klass in reversed(cls.__mro__):
+        for name, value in vars(klass).items():
+            if isinstance(value, RepositoryAttribute):
+                found[name] = value.repository_class
+            elif name in found:
+                del found[name]  # a subclass replaced the attribute with something else
+    return MappingProxyType(found)
+
+
+UnitOfWork.repositories = _declared(UnitOfWork)

@@ -43,8 +43,9 @@ from flowstore.models import (
     Policy,
     PolicyType,
     User,
+    tenant_column,
 )
-from flowstore.tenancy import scope_session, session_org_id, tenant_column
+from flowstore.tenancy import scope_session, session_org_id
 from flowstore.uow import UnitOfWork
 
 ORG_REPOS = (

@@ -25,17 +25,17 @@ from typing import Any, TypeVar
 from sqlalchemy import URL
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.util import await_
 
 from flowstore.config import Settings
 from flowstore.engine import (
     OneHolderPool,
-    _install_sqlite_hooks,
     engine_options,
+    install_sqlite_hooks,
     is_memory_sqlite,
     normalize_url,
 )
 from flowstore.errors import InvalidInputError, mask_secrets
+from flowstore.sa_compat import await_in_greenlet
 
 R = TypeVar("R")
 
@@ -119,7 +119,7 @@ class GatedStaticPool(OneHolderPool):
         return pool
 
     def _enter(self) -> None:
-        await_(self.gate.enter())
+        await_in_greenlet(self.gate.enter())
 
     def _leave(self) -> None:
         self.gate.leave()
@@ -151,5 +151,5 @@ def build_async_engine(url: str | URL, settings: Settings, **overrides: Any) -> 
     if isinstance(pool, GatedStaticPool):
         pool.gate.timeout = settings.pool_timeout
     if parsed.get_backend_name() == "sqlite":
-        _install_sqlite_hooks(engine.sync_engine, settings, memory)
+        install_sqlite_hooks(engine.sync_engine, settings, memory)
     return engine

@@ -1,13 +1,16 @@
-"""Awaitable proxies built from sync classes: the repositories and the job queue, written once.
+"""The awaitable face of a sync object (a repository on a session, a job queue), written once.
 
-``async_proxy_class(cls)`` makes, once per class, a subclass of :class:`AsyncProxy` with one
-coroutine method per public method of ``cls``: same name, signature and docstring (public
-properties are read from the sync object, so they must not do I/O; the classes wrapped here
-have none that do). Awaiting one
-runs the sync method on the sync object through the owner's *runner* (for a unit of work:
-``AsyncSession.run_sync`` on its session), so the SQL, the checks and the error translation
-are the sync code's own. New methods of a sync repository appear on the async face by
-themselves.
+``AsyncProxy[T]`` holds the sync object (``sync``) and a *runner* that runs a sync callable
+where it may do blocking SQLAlchemy I/O (for a unit of work: ``AsyncSession.run_sync`` on its
+session). Its coroutine methods run the sync methods through it, so the SQL, the checks and
+the error translation are the sync code's own.
+
+The typed classes (``flowstore.aio.generated``, and a service's own, both written by
+``python -m flowstore.aio.codegen``) subclass it with one explicit coroutine method per public
+sync method, so type checkers see every signature; ``proxy_class(cls)`` returns the one
+registered for a sync class, or makes one at run time with the same methods (untyped) for a
+class that has none. ``await proxy.run(lambda obj: ...)`` runs several calls, fully typed, in
+one switch to the greenlet.
 """
 
 from __future__ import annotations
@@ -15,9 +18,9 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
-__all__ = ["AsyncProxy", "Runner", "async_proxy_class"]
+__all__ = ["AsyncProxy", "Runner", "proxy_class", "public_methods"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -25,20 +28,25 @@ R = TypeVar("R")
 Runner = Callable[[Callable[[], R]], Awaitable[R]]
 """Runs a sync callable where it may do blocking SQLAlchemy I/O (inside a greenlet)."""
 
+_REGISTERED: dict[type[Any], type[AsyncProxy[Any]]] = {}
+_MADE: dict[tuple[type[Any], type[Any]], type[AsyncProxy[Any]]] = {}
+
 
 class AsyncProxy(Generic[T]):
-    """The awaitable face of one sync object (a repository bound to a session, a job queue).
+    """The awaitable face of one sync object. A subclass naming ``wraps`` (the sync class) is
+    registered as that class's typed face."""
 
-    Every public method of the wrapped class is a coroutine method here. For static typing,
-    ``await proxy.run(lambda repo: repo.method(...))`` gives the sync method's exact types, and
-    runs several calls in one switch to the greenlet.
-    """
-
-    wrapped_class: type[Any]
+    wraps: ClassVar[type[Any]]
 
     def __init__(self, target: T, runner: Runner[Any]) -> None:
         self.sync = target
         self._runner = runner
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        wrapped = cls.__dict__.get("wraps")
+        if isinstance(wrapped, type):
+            _REGISTERED[wrapped] = cls
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} of {self.sync!r}>"
@@ -49,9 +57,19 @@ class AsyncProxy(Generic[T]):
         result: R = await self._runner(lambda: work(target))
         return result
 
-    if TYPE_CHECKING:  # the coroutine methods are added per class by async_proxy_class
+    async def _call(self, call: Callable[[], R]) -> R:
+        """Run one sync call through the runner (the generated methods' body)."""
+        result: R = await self._runner(call)
+        return result
 
-        def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]: ...
+
+def public_methods(cls: type[Any]) -> dict[str, Callable[..., Any]]:
+    """The public plain methods of ``cls`` (inherited ones included), by name."""
+    return {
+        name: member
+        for name, member in inspect.getmembers(cls, inspect.isfunction)
+        if not name.startswith("_")
+    }
 
 
 def _coroutine_method(name: str, method: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
@@ -70,21 +88,13 @@ def _forwarded_property(name: str, prop: property) -> property:
     return property(read, doc=prop.__doc__)
 
 
-def public_methods(cls: type[Any]) -> dict[str, Callable[..., Any]]:
-    """The public plain methods of ``cls`` (inherited ones included), by name."""
-    return {
-        name: member
-        for name, member in inspect.getmembers(cls, inspect.isfunction)
-        if not name.startswith("_")
-    }
-
-
-_PROXY_CLASSES: dict[type[Any], type[AsyncProxy[Any]]] = {}
-
-
-def async_proxy_class(cls: type[T]) -> type[AsyncProxy[T]]:
-    """The ``AsyncProxy`` subclass for ``cls`` (made once, then reused)."""
-    made = _PROXY_CLASSES.get(cls)
+def proxy_class(cls: type[T], base: type[AsyncProxy[Any]] = AsyncProxy) -> type[AsyncProxy[T]]:
+    """The awaitable class for ``cls``: its registered typed class, else one made now (once)
+    on ``base`` with a coroutine method per public method of ``cls``."""
+    registered = _REGISTERED.get(cls)
+    if registered is not None:
+        return registered
+    made = _MADE.get((cls, base))
     if made is not None:
         return made
     namespace: dict[str, Any] = {
@@ -103,9 +113,8 @@ def async_proxy_class(cls: type[T]) -> type[AsyncProxy[T]]:
         for name, value in inspect.getmembers(cls, lambda m: isinstance(m, property))
         if not name.startswith("_")
     )
-    namespace["wrapped_class"] = cls
     namespace["__doc__"] = f"Awaitable {cls.__name__}: {(cls.__doc__ or '').strip()}".strip()
     namespace["__module__"] = __name__
-    made = type(f"Async{cls.__name__}", (AsyncProxy,), namespace)
-    _PROXY_CLASSES[cls] = made
+    made = type(f"Async{cls.__name__}", (base,), namespace)
+    _MADE[(cls, base)] = made
     return made

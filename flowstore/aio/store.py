@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Self, overload
 
 from sqlalchemy import URL, Connection, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.util import greenlet_spawn
+from typing_extensions import TypeVar
 
 from flowstore import schema
 from flowstore.aio.engine import build_async_engine
@@ -26,7 +28,9 @@ from flowstore.errors import (
     translating,
 )
 from flowstore.repositories import RepositoryContext
+from flowstore.sessions import FlowstoreSession
 from flowstore.store import RETRYABLE_ERRORS, check_attempts
+from flowstore.uow import UnitOfWork
 
 if TYPE_CHECKING:
     from flowstore.aio.queue import AsyncJobQueue
@@ -34,9 +38,19 @@ if TYPE_CHECKING:
 __all__ = ["AsyncStore"]
 
 R = TypeVar("R")
+AU = TypeVar("AU", bound=AsyncUnitOfWork, default=AsyncUnitOfWork)
 
 
-class AsyncStore:
+def _async_class(given: type[Any] | None) -> type[AsyncUnitOfWork]:
+    """The async unit-of-work class for ``unit_of_work_class``."""
+    if given is None:
+        return AsyncUnitOfWork
+    if isinstance(given, type) and issubclass(given, AsyncUnitOfWork):
+        return given
+    return AsyncUnitOfWork.for_sync_class(given)
+
+
+class AsyncStore(Generic[AU]):
     """Entry point to one database, for asyncio code; mirrors :class:`flowstore.Store`.
 
     ``AsyncStore()`` with no URL uses ``FLOWSTORE_DATABASE_URL``, whose default is an in-memory
@@ -44,21 +58,60 @@ class AsyncStore:
     to use from many tasks (they take turns on its one connection). Its schema is created on
     first use: the first unit of work, ``await store.ping()`` or ``async with store``.
     An ``AsyncStore`` belongs to one event loop, like its connections.
+
+    ``unit_of_work_class`` is a service's ``flowstore.UnitOfWork`` subclass (its repositories
+    are awaited here), or the typed async class ``python -m flowstore.aio.codegen`` wrote for
+    it, which also makes every repository call type-checked.
     """
 
+    @overload
+    def __init__(
+        self: AsyncStore[AU],
+        url: str | URL | None = None,
+        *,
+        settings: Settings | None = None,
+        unit_of_work_class: type[AU],
+        migrations: str | os.PathLike[str] | None = None,
+        **engine_options: Any,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: AsyncStore[AsyncUnitOfWork],
+        url: str | URL | None = None,
+        *,
+        settings: Settings | None = None,
+        unit_of_work_class: type[UnitOfWork],
+        migrations: str | os.PathLike[str] | None = None,
+        **engine_options: Any,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: AsyncStore[AsyncUnitOfWork],
+        url: str | URL | None = None,
+        *,
+        settings: Settings | None = None,
+        migrations: str | os.PathLike[str] | None = None,
+        **engine_options: Any,
+    ) -> None: ...
     def __init__(
         self,
         url: str | URL | None = None,
         *,
         settings: Settings | None = None,
+        unit_of_work_class: type[Any] | None = None,
+        migrations: str | os.PathLike[str] | None = None,
         **engine_options: Any,
     ) -> None:
+        self.unit_of_work_class: type[AU] = _async_class(unit_of_work_class)  # type: ignore[assignment]
         self.settings = settings or Settings()
+        self.migrations = (
+            migrations if migrations is not None else getattr(self.settings, "migrations", None)
+        )
         raw = url if url is not None else self.settings.database_url
         self.url = normalize_url(raw, asynchronous=True)
         self.engine: AsyncEngine = build_async_engine(self.url, self.settings, **engine_options)
         self.session_factory: async_sessionmaker[AsyncSession] = async_sessionmaker(
-            self.engine, expire_on_commit=False
+            self.engine, expire_on_commit=False, sync_session_class=FlowstoreSession
         )
         self._context = RepositoryContext(settings=self.settings)
         self.is_memory = is_memory_sqlite(self.url)
@@ -85,11 +138,11 @@ class AsyncStore:
 
     # -- units of work and queues ----------------------------------------------------------
 
-    def unit_of_work(self, *, org_id: Any = None) -> AsyncUnitOfWork:
+    def unit_of_work(self, *, org_id: Any = None) -> AU:
         """A new unit of work (use it with ``async with``); ``org_id`` confines it to one
         organization, as ``Store.unit_of_work(org_id=...)`` does."""
         context = self._context if org_id is None else self._context.for_org(org_id)
-        return AsyncUnitOfWork(
+        return self.unit_of_work_class(
             self.session_factory,
             context,
             shield_steps=self._shield_steps,
@@ -99,7 +152,7 @@ class AsyncStore:
 
     async def run_in_transaction(
         self,
-        work: Callable[[AsyncUnitOfWork], Awaitable[R]],
+        work: Callable[[AU], Awaitable[R]],
         *,
         attempts: int = 3,
         backoff: float = 0.05,
@@ -125,8 +178,8 @@ class AsyncStore:
 
         return store_queue(self, name, lease_seconds=lease_seconds)
 
-    async def _run_in_greenlet(self, call: Callable[[], R]) -> R:
-        """``call()`` in a greenlet of its own, where it may open sync sessions on
+    async def run_in_greenlet(self, call: Callable[[], R]) -> R:
+        """``call()`` (sync code) in a greenlet of its own, where it may open sync sessions on
         ``engine.sync_engine``; errors translated, and finished even if cancelled on SQLite
         (as a unit of work's steps are)."""
         await self._ensure_schema()

@@ -19,41 +19,26 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, overload
+from typing import Any, ClassVar, Generic, Self, TypeVar, overload
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
 from flowstore.aio.engine import spawn_step
-from flowstore.aio.proxy import AsyncProxy, async_proxy_class
+from flowstore.aio.generated import AsyncJobQueue, FlowstoreAsyncRepositories
+from flowstore.aio.repository import AsyncRepository, async_repository_class
 from flowstore.errors import FlowstoreError, InvalidInputError, translate, translating
-from flowstore.repositories import (
-    ApplicationRepository,
-    AuditLogRepository,
-    DeploymentRepository,
-    InferenceRequestRepository,
-    MachineRepository,
-    OrganizationRepository,
-    PolicyRepository,
-    Repository,
-    RepositoryContext,
-    RequestRepository,
-    TemplateRepository,
-    UserRepository,
-)
+from flowstore.queue import JobQueue
+from flowstore.repositories import Repository, RepositoryContext
+from flowstore.sessions import CallerSession
 from flowstore.tenancy import scope_session
-
-if TYPE_CHECKING:
-    from flowstore.aio.queue import AsyncJobQueue
+from flowstore.uow import UnitOfWork
 
 __all__ = ["AsyncRepository", "AsyncUnitOfWork", "finish_uninterrupted"]
 
 R = TypeVar("R")
 RepoT = TypeVar("RepoT", bound=Repository[Any])
-
-AsyncRepository = AsyncProxy
-"""``AsyncRepository[DeploymentRepository]``: the awaitable face of a sync repository."""
 
 
 async def finish_uninterrupted(step: Awaitable[R]) -> R:
@@ -74,47 +59,57 @@ async def finish_uninterrupted(step: Awaitable[R]) -> R:
 
 
 class _AsyncRepositoryAttribute(Generic[RepoT]):
-    """A lazily created, per-unit-of-work awaitable repository."""
+    """A lazily created, per-unit-of-work awaitable repository (built from the sync
+    declaration of the unit of work's ``sync_class``)."""
 
-    def __init__(self, repository_class: type[RepoT]) -> None:
-        self.repository_class = repository_class
-        self.name = ""
-
-    def __set_name__(self, owner: type[Any], name: str) -> None:
+    def __init__(self, name: str, repository_class: type[RepoT]) -> None:
         self.name = name
+        self.repository_class = repository_class
 
     @overload
     def __get__(self, uow: None, owner: type[Any]) -> Self: ...
     @overload
-    def __get__(self, uow: AsyncUnitOfWork, owner: type[Any]) -> AsyncProxy[RepoT]: ...
-    def __get__(self, uow: AsyncUnitOfWork | None, owner: type[Any]) -> AsyncProxy[RepoT] | Self:
+    def __get__(self, uow: AsyncUnitOfWork, owner: type[Any]) -> AsyncRepository[RepoT]: ...
+    def __get__(
+        self, uow: AsyncUnitOfWork | None, owner: type[Any]
+    ) -> AsyncRepository[RepoT] | Self:
         if uow is None:
             return self
-        proxy = uow._repositories.get(self.name)
-        if proxy is None:
-            repository = self.repository_class(uow.session.sync_session, uow.context)
-            proxy = async_proxy_class(self.repository_class)(repository, uow._run_call)
-            uow._repositories[self.name] = proxy
-        return proxy
+        return uow.get_repository(self.name)
 
 
-class AsyncUnitOfWork:
+_ASYNC_CLASSES: dict[type[UnitOfWork], type[AsyncUnitOfWork]] = {}
+
+
+class AsyncUnitOfWork(FlowstoreAsyncRepositories):
     """One ``AsyncSession`` and one transaction; use it as an async context manager.
 
-    Like a session, a unit of work belongs to one task at a time: run concurrent work in
-    separate units of work.
+    Its repository attributes are those ``sync_class`` (a ``flowstore.UnitOfWork`` subclass)
+    declares, each the awaitable face of the sync repository. Like a session, a unit of work
+    belongs to one task at a time: run concurrent work in separate units of work.
     """
 
-    deployments = _AsyncRepositoryAttribute(DeploymentRepository)
-    templates = _AsyncRepositoryAttribute(TemplateRepository)
-    requests = _AsyncRepositoryAttribute(RequestRepository)
-    machines = _AsyncRepositoryAttribute(MachineRepository)
-    organizations = _AsyncRepositoryAttribute(OrganizationRepository)
-    applications = _AsyncRepositoryAttribute(ApplicationRepository)
-    users = _AsyncRepositoryAttribute(UserRepository)
-    policies = _AsyncRepositoryAttribute(PolicyRepository)
-    audit_logs = _AsyncRepositoryAttribute(AuditLogRepository)
-    inference_requests = _AsyncRepositoryAttribute(InferenceRequestRepository)
+    sync_class: ClassVar[type[UnitOfWork]] = UnitOfWork
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _install_attributes(cls)
+        if "sync_class" in cls.__dict__:
+            _ASYNC_CLASSES.setdefault(cls.sync_class, cls)
+
+    @classmethod
+    def for_sync_class(cls, sync_class: type[UnitOfWork]) -> type[AsyncUnitOfWork]:
+        """The async unit of work of ``sync_class``: a subclass declaring it (a generated,
+        typed one, when imported), else one made now with the same repositories."""
+        if not (isinstance(sync_class, type) and issubclass(sync_class, UnitOfWork)):
+            raise InvalidInputError(
+                f"unit_of_work_class takes a flowstore.UnitOfWork subclass, got {sync_class!r}"
+            )
+        known = _ASYNC_CLASSES.get(sync_class)
+        if known is None:
+            name = f"Async{sync_class.__name__}"
+            known = type(name, (cls,), {"sync_class": sync_class, "__module__": __name__})
+        return known
 
     def __init__(
         self,
@@ -124,17 +119,20 @@ class AsyncUnitOfWork:
         shield_steps: bool = False,
         connect_early: bool = False,
         prepare: Callable[[], Awaitable[None]] | None = None,
+        rollback_on_exit: bool = False,
     ) -> None:
         """``shield_steps``: finish each database step even if cancelled (SQLite);
         ``connect_early``: take the connection on entry (the in-memory database, whose one
-        connection is waited for); ``prepare``: awaited before the session opens."""
+        connection is waited for); ``prepare``: awaited before the session opens;
+        ``rollback_on_exit``: a clean exit rolls back instead of committing."""
         self._session_factory = session_factory
         self.context = context or RepositoryContext()
+        self.rollback_on_exit = rollback_on_exit
         self._shield = shield_steps
         self._connect_early = connect_early
         self._prepare = prepare
         self._session: AsyncSession | None = None
-        self._repositories: dict[str, AsyncProxy[Any]] = {}
+        self._repositories: dict[str, AsyncRepository[Any]] = {}
         self._in_flight: asyncio.Future[Any] | None = None
 
     @property
@@ -145,6 +143,31 @@ class AsyncUnitOfWork:
                 "the unit of work is not active: use it in an `async with` block"
             )
         return self._session
+
+    @property
+    def org_id(self) -> Any:
+        """The organization this unit of work is confined to, or ``None``."""
+        return self.context.org_id
+
+    def get_repository(self, name: str) -> AsyncRepository[Any]:
+        """The declared repository ``name`` of this unit of work, awaitable."""
+        found = self._repositories.get(name)
+        if found is None:
+            repository_class = type(self).sync_class.repositories.get(name)
+            if repository_class is None:
+                raise InvalidInputError(f"{type(self).__name__} declares no repository {name!r}")
+            sync = repository_class(self.session.sync_session, self.context)
+            found = async_repository_class(repository_class)(sync, self._run_call)
+            self._repositories[name] = found
+        return found
+
+    async def scope_to(self, org_id: Any) -> None:
+        """Confine this unit of work to one organization from now on (see
+        ``flowstore.UnitOfWork.scope_to``); never widened."""
+        org = await self.run(lambda sync_session: scope_session(sync_session, org_id))
+        if self.context.org_id != org:
+            self.context = self.context.for_org(org)
+            self._repositories = {}
 
     # -- running sync code -----------------------------------------------------------------
 
@@ -208,7 +231,7 @@ class AsyncUnitOfWork:
     ) -> None:
         session = self.session
         try:
-            if exc is None:
+            if exc is None and not self.rollback_on_exit:
                 await self.commit()
             else:
                 await finish_uninterrupted(self._discard(session))
@@ -249,9 +272,8 @@ class AsyncUnitOfWork:
 
     def queue(self, name: str = "default") -> AsyncJobQueue:
         """The job queue ``name`` inside this transaction: enqueued jobs commit with it."""
-        from flowstore.aio.queue import unit_of_work_queue
-
-        return unit_of_work_queue(self, name)
+        queue = JobQueue(CallerSession(self.session.sync_session), name)
+        return AsyncJobQueue(queue, self._run_call)
 
     # -- clean-up --------------------------------------------------------------------------
 
@@ -267,3 +289,12 @@ class AsyncUnitOfWork:
         await self._settle()
         with translating():
             await session.close()
+
+
+def _install_attributes(cls: type[AsyncUnitOfWork]) -> None:
+    """Give ``cls`` an awaitable attribute per repository its ``sync_class`` declares."""
+    for name, repository_class in cls.sync_class.repositories.items():
+        setattr(cls, name, _AsyncRepositoryAttribute(name, repository_class))
+
+
+_install_attributes(AsyncUnitOfWork)

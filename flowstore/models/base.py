@@ -1,42 +1,56 @@
-"""Declarative base, portable column types and the mixins every model carries.
+"""The declarative base every flowstore model (and a service's own) derives from, and the
+``Entity`` mixin of records with a UUIDv7 id, timestamps and an optimistic-lock counter.
 
-Types are chosen to behave the same on SQLite, PostgreSQL and MySQL/MariaDB:
+``Base`` carries flowstore's metadata (one naming convention, so constraint names are stable on
+every backend) and its portable types (``flowstore.models.types``): ``Mapped[dict[str, Any]]``
+is JSON (JSONB on PostgreSQL) whose in-place changes are saved
+(``flowstore.models.mutable_json``), ``datetime`` is timezone-aware UTC, ``uuid.UUID`` accepts
+its string form, ``Decimal`` is an exact amount.
 
-* ids are UUIDv7 (time-ordered, made client-side, so inserts need no RETURNING round trip);
-  stored as native ``uuid`` on PostgreSQL and ``CHAR(32)`` elsewhere;
-* timestamps are timezone-aware UTC with microseconds (``DATETIME(6)`` on MySQL);
-* ``dict`` columns are JSON (``JSONB`` on PostgreSQL);
-* strings have explicit lengths (MySQL needs them, and index prefixes stay under 3072 bytes);
-* enums are ``VARCHAR`` + ``CHECK`` (no native enum types to migrate).
+Tenancy is declared on the model: a model whose rows belong to an organization has an
+``org_id`` column (or names its tenant column in ``__tenant_column__``: ``Organization`` says
+``"id"``); every other model on ``Base`` is platform-level data (``tenant_column``).
 """
 
 from __future__ import annotations
 
-import enum
-import os
-import time
 import uuid
-from collections.abc import Callable
-from datetime import UTC, datetime
+import weakref
+from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final
 
-from sqlalchemy import (
-    JSON,
-    BigInteger,
-    DateTime,
-    Dialect,
-    Integer,
-    MetaData,
-    Numeric,
-    String,
-    TypeDecorator,
-    Uuid,
-    event,
+from sqlalchemy import JSON, Integer, MetaData, String, Table, event, inspect
+from sqlalchemy.orm import DeclarativeBase, Mapped, Mapper, declared_attr, mapped_column
+
+from flowstore.models import mutable_json
+from flowstore.models.types import (
+    GUID,
+    CopyOf,
+    JSONType,
+    Money,
+    UTCDateTime,
+    as_uuid,
+    str_enum,
+    utcnow,
+    uuid7,
 )
-from sqlalchemy import Enum as SAEnum
-from sqlalchemy.dialects import mysql, postgresql
-from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
+
+__all__ = [
+    "GUID",
+    "NAMING_CONVENTION",
+    "Base",
+    "CopyOf",
+    "Entity",
+    "JSONType",
+    "Money",
+    "UTCDateTime",
+    "as_uuid",
+    "str_enum",
+    "tenant_column",
+    "utcnow",
+    "uuid7",
+]
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -46,153 +60,10 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-
-def utcnow() -> datetime:
-    """The current time, timezone-aware UTC."""
-    return datetime.now(UTC)
-
-
-class CopyOf:
-    """A column default that repeats the value another column of the same row gets, or calls
-    ``otherwise`` when that column has no plain value in the statement (say, an SQL expression).
-
-    ``Entity.updated_at`` takes ``created_at``'s: a record never updated shows ``updated_at ==
-    created_at``, to the microsecond, however it was inserted (a flush, ``add_many``, the
-    ``AuditWriter``). ``add_many``'s bulk path knows this default and converts the shared value
-    once (``flowstore.repositories.bulk``).
-    """
-
-    __slots__ = ("key", "otherwise")
-
-    def __init__(self, key: str, otherwise: Callable[[], Any]) -> None:
-        self.key = key
-        self.otherwise = otherwise
-
-    def __call__(self, context: Any) -> Any:  # SQLAlchemy passes the execution context
-        value = context.get_current_parameters().get(self.key)
-        return self.otherwise() if value is None else value
-
-    def __repr__(self) -> str:
-        return f"CopyOf({self.key!r})"
-
-
-def uuid7() -> uuid.UUID:
-    """A UUIDv7 (RFC 9562): 48-bit Unix milliseconds, then random bits; sorts by creation time."""
-    ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | rand & ((1 << 80) - 1)
-    value = value & ~(0xF << 76) | 0x7 << 76  # version 7
-    value = value & ~(0x3 << 62) | 0x2 << 62  # RFC 4122 variant
-    return uuid.UUID(int=value)
-
-
-def as_uuid(value: Any) -> uuid.UUID:
-    """``value`` as a UUID: UUIDs pass, strings are parsed; anything else is a ``ValueError``."""
-    if isinstance(value, uuid.UUID):
-        return value
-    if isinstance(value, str):
-        return uuid.UUID(value)
-    raise ValueError(f"expected a UUID, got {type(value).__name__}")
-
-
-class GUID(TypeDecorator[uuid.UUID]):
-    """A UUID column that also accepts the UUID's string form (ids often arrive as text)."""
-
-    impl = Uuid
-    cache_ok = True
-
-    def process_bind_param(self, value: Any, dialect: Dialect) -> uuid.UUID | None:
-        return None if value is None else as_uuid(value)
-
-    @property
-    def python_type(self) -> type[uuid.UUID]:
-        return uuid.UUID
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """A timezone-aware UTC datetime on every backend.
-
-    Naive values are refused (they are ambiguous); aware values are converted to UTC before
-    they are stored, and values read back are always aware UTC, including on SQLite and MySQL,
-    which store no offset.
-    """
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def load_dialect_impl(self, dialect: Dialect) -> Any:
-        if dialect.name in {"mysql", "mariadb"}:
-            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
-        if dialect.name == "sqlite":
-            return dialect.type_descriptor(DateTime(timezone=False))
-        return dialect.type_descriptor(DateTime(timezone=True))
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if not isinstance(value, datetime):
-            raise TypeError(f"expected a datetime, got {type(value).__name__}")
-        if value.tzinfo is None:
-            raise ValueError("naive datetime: pass a timezone-aware datetime (UTC)")
-        value = value.astimezone(UTC)
-        return value if dialect.name == "postgresql" else value.replace(tzinfo=None)
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-class Money(TypeDecorator[Decimal]):
-    """An exact amount with 6 decimal places: ``NUMERIC(18, 6)`` where the database has it, and
-    integer micro-units on SQLite (which has no exact decimal type), so sums stay exact."""
-
-    impl = Numeric(18, 6)
-    cache_ok = True
-    _QUANTUM = Decimal("0.000001")
-
-    def load_dialect_impl(self, dialect: Dialect) -> Any:
-        if dialect.name == "sqlite":
-            return dialect.type_descriptor(BigInteger())
-        return dialect.type_descriptor(Numeric(18, 6))
-
-    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int | float | Decimal | str):
-            raise TypeError(f"expected a decimal amount, got {type(value).__name__}")
-        amount = Decimal(str(value)) if isinstance(value, float) else Decimal(value)
-        if not amount.is_finite():
-            raise ValueError("an amount must be finite")
-        amount = amount.quantize(self._QUANTUM)
-        return int(amount.scaleb(6)) if dialect.name == "sqlite" else amount
-
-    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
-        if value is None:
-            return None
-        if dialect.name == "sqlite":
-            return Decimal(int(value)).scaleb(-6).quantize(self._QUANTUM)
-        return Decimal(value).quantize(self._QUANTUM)
-
-    @property
-    def python_type(self) -> type[Decimal]:
-        return Decimal
-
-
-JSONType = JSON().with_variant(postgresql.JSONB(), "postgresql")
-
-
-def str_enum(enum_cls: type[enum.Enum], name: str) -> SAEnum:
-    """A portable enum column type: VARCHAR holding the lower-case values, plus a CHECK."""
-    return SAEnum(
-        enum_cls,
-        name=name,
-        native_enum=False,
-        create_constraint=True,
-        length=32,
-        validate_strings=True,
-        values_callable=lambda members: [member.value for member in members],
-    )
+#: The default tenant column: a model on ``Base`` with this column belongs to organizations.
+TENANT_COLUMN: Final = "org_id"
+_UNKNOWN: Final[Any] = object()
+_TENANT_COLUMNS: weakref.WeakKeyDictionary[Mapper[Any], str | None] = weakref.WeakKeyDictionary()
 
 
 class Base(DeclarativeBase):
@@ -212,12 +83,42 @@ class Base(DeclarativeBase):
         return f"<{type(self).__name__} id={ident}>"
 
 
+def tenant_column(target: Mapper[Any] | type[Any] | Table) -> str | None:
+    """The attribute naming the organization a row belongs to, for a model (its mapper, its
+    class, or its table): ``None`` for platform-level models, and for what is not a model on
+    ``Base`` (unknown to flowstore)."""
+    if isinstance(target, Table):
+        for mapper in Base.registry.mappers:
+            if mapper.local_table is target:
+                return _TENANT_COLUMNS.get(mapper)
+        return None
+    if not isinstance(target, Mapper):
+        found = inspect(target, raiseerr=False)
+        if not isinstance(found, Mapper):
+            return None
+        target = found
+    return _TENANT_COLUMNS.get(target)
+
+
 @event.listens_for(Base, "mapper_configured", propagate=True)
-def _coerce_uuid_attributes(mapper: Any, cls: type[Any]) -> None:
-    """Store UUIDs given as strings as ``uuid.UUID`` on the object too, not only in the row."""
+def _configure_model(mapper: Mapper[Any], cls: type[Any]) -> None:
+    """Per model on ``Base``: its tenant column, UUID attributes that take strings, and JSON
+    attributes whose in-place changes are saved."""
+    declared = getattr(cls, "__tenant_column__", _UNKNOWN)
+    keys = {prop.key for prop in mapper.column_attrs}
+    if declared is _UNKNOWN:
+        declared = TENANT_COLUMN if TENANT_COLUMN in keys else None
+    elif declared is not None and declared not in keys:
+        raise TypeError(f"{cls.__name__}.__tenant_column__ names no mapped column: {declared!r}")
+    _TENANT_COLUMNS[mapper] = declared
     for prop in mapper.column_attrs:
-        if any(isinstance(col.type, GUID) for col in prop.columns):
+        if len(prop.columns) != 1:
+            continue
+        column_type = prop.columns[0].type
+        if isinstance(column_type, GUID):
             event.listen(getattr(cls, prop.key), "set", _to_uuid, retval=True)
+        elif isinstance(column_type, JSON) or isinstance(getattr(column_type, "impl", None), JSON):
+            mutable_json.track(getattr(cls, prop.key))
 
 
 def _to_uuid(_target: Any, value: Any, _old: Any, _initiator: Any) -> Any:

@@ -10,6 +10,8 @@ from flowstore.models.base import Entity
 
 class Organization(Entity):
     __tablename__ = "organizations"
+    #: An organization is its own tenant: a scoped unit of work sees only the one it is for.
+    __tenant_column__ = "id"
 
     name: Mapped[str] = mapped_column(String(255))
     slug: Mapped[str] = mapped_column(String(100), unique=True)

@@ -1,7 +1,7 @@
 """The audit trail: append-only, queried newest first.
 
 Append-only holds beyond this repository: any flush of a changed or deleted ``AuditLog``
-fails, any session refuses an UPDATE or DELETE statement on ``audit_logs``, and the
+fails, flowstore's sessions refuse an UPDATE or DELETE statement on ``audit_logs``, and the
 database's triggers (migration 0003) refuse raw SQL.
 """
 
@@ -12,13 +12,14 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from sqlalchemy import Connection, event, select
-from sqlalchemy.orm import Mapper, ORMExecuteState, Session, object_session
+from sqlalchemy.orm import Mapper, ORMExecuteState, object_session
 
 from flowstore.errors import InvalidInputError
 from flowstore.models import AuditLog
 from flowstore.repositories.base import Repository, check_page, translated
 from flowstore.repositories.pagination import Page, after_clause, fetch_page
-from flowstore.spec import coerce_value
+from flowstore.sessions import FlowstoreSession
+from flowstore.validation import coerce_value
 
 if TYPE_CHECKING:
     from flowstore.audit_writer import AuditWriter
@@ -142,6 +143,18 @@ class AuditLogRepository(Repository[AuditLog]):
         """Refused: the audit log is append-only."""
         raise InvalidInputError("the audit log is append-only: entries cannot be deleted")
 
+    def upsert(self, entity: AuditLog, *, on: Any = None) -> NoReturn:
+        """Refused: the audit log is append-only (use ``add``)."""
+        raise InvalidInputError("the audit log is append-only: entries cannot be upserted")
+
+    def update_many(self, *specs: Any, **changes: Any) -> NoReturn:
+        """Refused: the audit log is append-only."""
+        raise InvalidInputError("the audit log is append-only: entries cannot be updated")
+
+    def delete_many(self, *specs: Any, **filters: Any) -> NoReturn:
+        """Refused: the audit log is append-only (retention is `flowstore db prune`'s)."""
+        raise InvalidInputError("the audit log is append-only: entries cannot be deleted")
+
 
 def _refuse_audit_change(mapper: Mapper[Any], connection: Connection, entry: AuditLog) -> None:
     """In any flush: an audit entry may be inserted, never updated or deleted.
@@ -157,15 +170,15 @@ def _refuse_audit_change(mapper: Mapper[Any], connection: Connection, entry: Aud
 
 
 def _refuse_audit_statements(state: ORMExecuteState) -> None:
-    """Bulk UPDATE/DELETE statements on the audit log, through any session, are refused."""
-    if state.is_update or state.is_delete:
-        table = getattr(state.statement, "table", None)
-        if getattr(table, "name", None) == AuditLog.__tablename__:
-            raise InvalidInputError(
-                "the audit log is append-only: UPDATE and DELETE statements are refused"
-            )
+    """Bulk UPDATE/DELETE statements on the audit log, through flowstore's sessions, are
+    refused (other sessions, and their own ``audit_logs`` tables, are not flowstore's)."""
+    changes = state.is_update or state.is_delete
+    if changes and getattr(state.statement, "table", None) is AuditLog.__table__:
+        raise InvalidInputError(
+            "the audit log is append-only: UPDATE and DELETE statements are refused"
+        )
 
 
 event.listen(AuditLog, "before_update", _refuse_audit_change)
 event.listen(AuditLog, "before_delete", _refuse_audit_change)
-event.listen(Session, "do_orm_execute", _refuse_audit_statements)
+event.listen(FlowstoreSession, "do_orm_execute", _refuse_audit_statements)

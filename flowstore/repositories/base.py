@@ -1,5 +1,9 @@
 """``Repository[T]``: the contract's generic methods over one model, on one session.
 
+It serves flowstore's models and a service's own: any model on ``flowstore.models.Base`` with
+a single-column primary key (``Entity``'s UUIDv7 ``id``, an integer, a string). Lists come in
+a stable order: creation time then key where the model has ``created_at``, else key order.
+
 A repository never commits: the unit of work that owns the session does. ``add`` and
 ``add_many`` flush inside a SAVEPOINT, so a duplicate key raises ``AlreadyExistsError`` and
 leaves the rest of the unit of work intact and usable.
@@ -9,17 +13,13 @@ from __future__ import annotations
 
 import builtins
 import functools
-import uuid
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
-from sqlalchemy import ColumnElement, Select, func, select
-from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import instance_state
+from sqlalchemy import ColumnElement, Select, delete, func, inspect, select, update
+from sqlalchemy.orm import Mapper, Session
 from sqlalchemy.orm.util import identity_key
 
-from flowstore.config import Settings
 from flowstore.errors import (
     TRANSLATED_ERRORS,
     AlreadyExistsError,
@@ -28,8 +28,10 @@ from flowstore.errors import (
     describe,
     translated_error,
 )
-from flowstore.models.base import Entity, as_uuid
+from flowstore.models.base import Base
 from flowstore.repositories.bulk import insert_many
+from flowstore.repositories.context import RepositoryContext
+from flowstore.repositories.keys import coerce_id, key_attribute, key_for, key_of, require_id
 from flowstore.repositories.pagination import (
     Page,
     after_clause,
@@ -37,7 +39,9 @@ from flowstore.repositories.pagination import (
     encode_cursor,
     fetch_page,
 )
-from flowstore.spec import Spec, check_entity, coerce_value, column_for
+from flowstore.repositories.upsert import changes_for, upsert_statement
+from flowstore.spec import Spec
+from flowstore.validation import check_entity, coerce_value, column_for
 
 __all__ = [
     "OrderBy",
@@ -49,22 +53,10 @@ __all__ = [
     "translated",
 ]
 
-T = TypeVar("T", bound=Entity)
+T = TypeVar("T", bound=Base)
 F = TypeVar("F", bound=Callable[..., Any])
 
 OrderBy = str | Sequence[str] | None
-
-
-@dataclass(frozen=True)
-class RepositoryContext:
-    """What repositories need beside the session: settings (API-key secret), tenant scope."""
-
-    settings: Settings = field(default_factory=Settings)
-    org_id: uuid.UUID | None = None
-
-    def for_org(self, org_id: Any) -> RepositoryContext:
-        """This context confined to one organization (``InvalidInputError`` for a bad id)."""
-        return replace(self, org_id=require_id(org_id, "org_id"))
 
 
 def translated(method: F) -> F:
@@ -80,24 +72,9 @@ def translated(method: F) -> F:
     return cast(F, wrapper)
 
 
-def coerce_id(value: Any) -> uuid.UUID | None:
-    """``value`` as a UUID, or ``None`` when it cannot be an id (so: not found)."""
-    try:
-        return as_uuid(value)
-    except ValueError:
-        return None
-
-
-def require_id(value: Any, name: str) -> uuid.UUID:
-    """``value`` as a UUID; ``InvalidInputError`` naming ``name`` when it cannot be one."""
-    key = coerce_id(value)
-    if key is None:
-        raise InvalidInputError(f"{name} must be a UUID")
-    return key
-
-
 class Repository(Generic[T]):
-    """Generic data access for one model; subclasses add the domain queries."""
+    """Generic data access for one model (``model = Project`` in a subclass); subclasses add
+    the domain queries."""
 
     model: ClassVar[type[Any]]
 
@@ -105,11 +82,14 @@ class Repository(Generic[T]):
         self.session = session
         self.context = context or RepositoryContext()
 
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} of {getattr(self, 'model', object).__name__}>"
+
     # -- reading ---------------------------------------------------------------------------
 
     @translated
     def get(self, id: Any) -> T:
-        """The entity with this id; ``NotFoundError`` if there is none."""
+        """The entity with this key; ``NotFoundError`` if there is none."""
         entity = self.get_or_none(id)
         if entity is None:
             raise NotFoundError(f"{self.model.__name__} {describe(id)} not found")
@@ -117,8 +97,8 @@ class Repository(Generic[T]):
 
     @translated
     def get_or_none(self, id: Any) -> T | None:
-        """The entity with this id, or ``None``."""
-        key = coerce_id(id)
+        """The entity with this key, or ``None``."""
+        key = key_for(self.model, id)
         if key is None:
             return None
         entity: T | None = self.session.get(self.model, key)
@@ -126,11 +106,12 @@ class Repository(Generic[T]):
 
     @translated
     def exists(self, id: Any) -> bool:
-        """Whether an entity with this id exists."""
-        key = coerce_id(id)
+        """Whether an entity with this key exists."""
+        key = key_for(self.model, id)
         if key is None:
             return False
-        stmt = select(self.model.id).where(self.model.id == key).limit(1)
+        column = key_attribute(self.model)
+        stmt = select(column).where(column == key).limit(1)
         return self.session.execute(stmt).first() is not None
 
     @translated
@@ -148,18 +129,30 @@ class Repository(Generic[T]):
         ``after`` (a cursor from ``page()`` or ``cursor_for()``) starts just after that entity
         in the default order: keyset pagination, as fast deep down as at the start.
         """
-        stmt = self._select(specs, filters)
-        if after is not None:
-            if order_by is not None or offset:
-                raise InvalidInputError("after pages in the default order, without offset")
-            stmt = stmt.where(after_clause(self.model, after))
-        stmt = stmt.order_by(*self._ordering(order_by))
-        limit, offset = check_page("limit", limit), check_page("offset", offset)
-        if limit is not None:
-            stmt = stmt.limit(limit)
-        if offset:
-            stmt = stmt.offset(offset)
+        stmt = self._paged(self._select(specs, filters), limit, offset, order_by, after)
         return builtins.list(self.session.scalars(stmt).all())
+
+    @translated
+    def list_and_count(
+        self,
+        *specs: Spec,
+        limit: int | None = None,
+        offset: int | None = None,
+        order_by: OrderBy = None,
+        **filters: Any,
+    ) -> tuple[builtins.list[T], int]:
+        """One page of ``list(...)`` and how many entities match in all, in one query (a
+        second one only when the page is empty past the first row)."""
+        criteria = self._criteria(specs, filters)
+        total = func.count().over().label("flowstore_total")
+        stmt = self._paged(select(self.model, total).where(*criteria), limit, offset, order_by)
+        rows = self.session.execute(stmt).all()
+        if rows:
+            return [row[0] for row in rows], int(rows[0][1])
+        if not offset:
+            return [], 0
+        counted = select(func.count()).select_from(self.model).where(*criteria)
+        return [], int(self.session.execute(counted).scalar_one())
 
     @translated
     def page(
@@ -183,7 +176,7 @@ class Repository(Generic[T]):
         stmt = stmt.where(*self._criteria(specs, filters))
         return int(self.session.execute(stmt).scalar_one())
 
-    # -- writing ---------------------------------------------------------------------------
+    # -- writing one entity ----------------------------------------------------------------
 
     @translated
     def add(self, entity: T) -> T:
@@ -211,31 +204,86 @@ class Repository(Generic[T]):
     def update(self, entity: T) -> T:
         """Write ``entity``'s changes; it must exist, and a stale version is ``ConcurrencyError``.
 
-        A detached entity (from an earlier unit of work) is merged: its ``lock_version`` is
+        A detached entity (from an earlier unit of work) is merged: its version counter is
         checked against the row's, so an update based on an old read is refused.
         """
         self._check_entity(entity)
         if entity not in self.session:
-            current = self.get_or_none(entity.id)
+            current = self.get_or_none(key_of(entity))
             if current is None:
-                raise NotFoundError(f"{self.model.__name__} {describe(entity.id)} not found")
-            if entity.lock_version is None:
-                entity.lock_version = current.lock_version
+                raise NotFoundError(f"{self.model.__name__} {describe(key_of(entity))} not found")
+            version = self._mapper.version_id_col
+            if version is not None:
+                attribute = self._mapper.get_property_by_column(version).key
+                if getattr(entity, attribute) is None:
+                    setattr(entity, attribute, getattr(current, attribute))
             entity = self.session.merge(entity)
         self.session.flush()
         return entity
 
     @translated
     def delete(self, id: Any) -> None:
-        """Delete the entity with this id (or the entity given); ``NotFoundError`` if absent."""
-        entity = self.get(id.id if isinstance(id, self.model) else id)
+        """Delete the entity with this key (or the entity given); ``NotFoundError`` if absent."""
+        entity = self.get(key_of(id) if isinstance(id, self.model) else id)
         self.session.delete(entity)
         self.session.flush()
 
+    @translated
+    def upsert(self, entity: T, *, on: str | Sequence[str] | None = None) -> T:
+        """Insert ``entity``, or update the row that has its value of the unique key ``on``
+        (default: the primary key) with the fields it sets; one statement (``ON CONFLICT`` /
+        ``ON DUPLICATE KEY``). Returns the stored entity, loaded afresh (an update keeps the
+        row's key and creation time and bumps its version)."""
+        self._check_type(entity)
+        check_entity(entity)
+        self.session.flush()
+        statement, lookup = upsert_statement(self.session, entity, on, self.context.org_id)
+        self.session.execute(statement)
+        found = self.session.scalars(
+            select(self.model).where(*lookup).execution_options(populate_existing=True)
+        ).one_or_none()
+        if found is None:  # the row with that key is not one this unit of work may change
+            raise AlreadyExistsError(f"{self.model.__name__}: that key is taken")
+        return cast(T, found)
+
+    # -- writing by specification ----------------------------------------------------------
+
+    @translated
+    def update_many(self, *specs: Spec | Mapping[str, Any], **changes: Any) -> int:
+        """Set ``changes`` (``field=value``, or a mapping given after the specs) on every entity
+        matching the specs; how many rows changed. Versions are bumped and ``updated_at`` set,
+        as an update of each would."""
+        values: dict[str, Any] = {}
+        conditions: builtins.list[Spec] = []
+        for item in specs:
+            if isinstance(item, Mapping):
+                values.update(item)
+            else:
+                conditions.append(item)
+        values.update(changes)
+        if not values:
+            raise InvalidInputError("update_many needs at least one field to set")
+        stmt = (
+            update(self.model)
+            .where(*self._criteria(conditions, {}))
+            .values(changes_for(self.model, values))
+        )
+        return _rowcount(self.session.execute(stmt))
+
+    @translated
+    def delete_many(self, *specs: Spec, **filters: Any) -> int:
+        """Delete every entity matching the specs and filters; how many rows went."""
+        stmt = delete(self.model).where(*self._criteria(specs, filters))
+        return _rowcount(self.session.execute(stmt))
+
     # -- building blocks for subclasses ----------------------------------------------------
 
+    @property
+    def _mapper(self) -> Mapper[Any]:
+        return cast("Mapper[Any]", inspect(self.model))
+
     def _set_required(self, id: Any, field: str, value: Any) -> bool:
-        """Set one non-null field of the entity with this id and flush; ``False`` when there
+        """Set one non-null field of the entity with this key and flush; ``False`` when there
         is no such entity. The value is checked first (``InvalidInputError``)."""
         new_value = coerce_value(column_for(self.model, field), field, value)
         if new_value is None:
@@ -262,15 +310,16 @@ class Repository(Generic[T]):
         check_entity(entity)
 
     def _check_unknown(self, entity: Any) -> None:
-        """Refuse a new entity whose id this session already holds (no round trip needed)."""
+        """Refuse a new entity whose key this session already holds (no round trip needed)."""
         self._check_type(entity)
-        if instance_state(entity).dict.get("id") is not None and entity not in self.session:
-            key = identity_key(self.model, coerce_id(entity.id) or entity.id)
-            if key in self.session.identity_map:
-                raise AlreadyExistsError(f"{self.model.__name__} {entity.id} already exists")
+        given = key_of(entity)
+        if given is not None and entity not in self.session:
+            key = key_for(self.model, given)
+            if key is not None and identity_key(self.model, key) in self.session.identity_map:
+                raise AlreadyExistsError(f"{self.model.__name__} {describe(given)} already exists")
 
     def _criteria(
-        self, specs: Sequence[Spec], filters: dict[str, Any]
+        self, specs: Sequence[Spec], filters: Mapping[str, Any]
     ) -> builtins.list[ColumnElement[bool]]:
         clauses: builtins.list[ColumnElement[bool]] = []
         for spec in specs:
@@ -283,12 +332,35 @@ class Repository(Generic[T]):
             clauses.append(column.is_(None) if coerced is None else column == coerced)
         return clauses
 
-    def _select(self, specs: Sequence[Spec], filters: dict[str, Any]) -> Select[Any]:
+    def _select(self, specs: Sequence[Spec], filters: Mapping[str, Any]) -> Select[Any]:
         return select(self.model).where(*self._criteria(specs, filters))
 
+    def _paged(
+        self,
+        stmt: Select[Any],
+        limit: int | None,
+        offset: int | None,
+        order_by: OrderBy,
+        after: str | None = None,
+    ) -> Select[Any]:
+        if after is not None:
+            if order_by is not None or offset:
+                raise InvalidInputError("after pages in the default order, without offset")
+            stmt = stmt.where(after_clause(self.model, after))
+        stmt = stmt.order_by(*self._ordering(order_by))
+        limit, offset = check_page("limit", limit), check_page("offset", offset)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        if offset:
+            stmt = stmt.offset(offset)
+        return stmt
+
     def _ordering(self, order_by: OrderBy) -> builtins.list[Any]:
+        key = key_attribute(self.model)
         if order_by is None:
-            return [self.model.created_at, self.model.id]
+            if "created_at" in self._mapper.column_attrs:
+                return [self.model.created_at, key]
+            return [key]
         if not isinstance(order_by, str | builtins.list | tuple):
             raise InvalidInputError("order_by takes a field name or a list of them")
         names = [order_by] if isinstance(order_by, str) else builtins.list(order_by)
@@ -298,6 +370,10 @@ class Repository(Generic[T]):
                 raise InvalidInputError(f"order_by takes field names, got {describe(name)}")
             column = column_for(self.model, name.lstrip("-"))
             clauses.append(column.desc() if name.startswith("-") else column.asc())
-        if "id" not in {n.lstrip("-") for n in names}:
-            clauses.append(self.model.id)  # a unique tie-breaker keeps pages from overlapping
+        if key.key not in {n.lstrip("-") for n in names}:
+            clauses.append(key)  # a unique tie-breaker keeps pages from overlapping
         return clauses
+
+
+def _rowcount(result: Any) -> int:
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -3,7 +3,7 @@
 An ORM flush spends most of its time on per-object bookkeeping (and, without client-side
 primary keys, on RETURNING round trips). For a batch of new objects of one plain model, this
 module does what the flush would, in bulk: in one pass over the objects it checks their values
-(``flowstore.spec.column_checks``, the checks every write makes) and fills the column defaults
+(``flowstore.validation.column_checks``, the checks every write makes) and fills the column defaults
 in Python (ids, timestamps, ``lock_version``); then it hands the rows to the driver in one call
 (``flowstore.driver``: ``COPY`` on PostgreSQL with psycopg, an executemany of a positional
 ``INSERT`` elsewhere, Core's ``insert()`` for drivers with named parameters only) and
@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Dialect, Table, insert
+from sqlalchemy import JSON, Connection, Dialect, Table, insert
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Mapper, Session
 from sqlalchemy.orm.attributes import instance_state
@@ -43,10 +43,11 @@ from flowstore.driver import (
     sent_as_values,
 )
 from flowstore.errors import InvalidInputError
-from flowstore.models.base import CopyOf
-from flowstore.spec import column_checks
+from flowstore.models.mutable_json import tracked
+from flowstore.models.types import CopyOf
+from flowstore.validation import column_checks
 
-__all__ = ["insert_many"]
+__all__ = ["column_default", "insert_many"]
 
 _MISSING: Any = object()
 
@@ -67,9 +68,11 @@ class _BulkPlan:
     version_generator: Callable[[Any], Any] | None
     identity_class: type[Any]  # the first member of the objects' identity keys
     primary_key: tuple[str, ...]  # the attributes of the other
+    json_attributes: tuple[str, ...]  # whose values must be tracked (flowstore.models.mutable_json)
+    given_keys: tuple[str, ...]  # key attributes without a default: every object must set them
 
 
-def _column_default(column: Any) -> tuple[bool, Callable[[], Any] | None, str | None]:
+def column_default(column: Any) -> tuple[bool, Callable[[], Any] | None, str | None]:
     """``(usable, default, copied)``: whether the column's default can be computed here, and
     how: by calling ``default``, or by repeating the value of the attribute ``copied``."""
     if column.server_default is not None or column.computed is not None:
@@ -118,7 +121,7 @@ def _plan(model: type[Any]) -> _BulkPlan | None:
             return None  # the objects' own dicts are the INSERT parameters: names must agree
         if column is version_col:
             continue
-        usable, default, copied = _column_default(column)
+        usable, default, copied = column_default(column)
         if not usable:
             return None
         none_is_unset = default is not None and not column.type.should_evaluate_none
@@ -143,7 +146,13 @@ def _plan(model: type[Any]) -> _BulkPlan | None:
         columns.append((key, default, copied, none_is_unset, bit, check, none_ok))
     identity_class = mapper.identity_key_from_primary_key((None,) * len(mapper.primary_key))[0]
     primary_key = tuple(mapper.get_property_by_column(c).key for c in mapper.primary_key)
-    identity = (identity_class, primary_key)
+    json_attributes = tuple(
+        key for key, (column, *_rest) in found.items() if isinstance(column.type, JSON)
+    )
+    given_keys = tuple(
+        key for key in primary_key if found[key][1] is None and found[key][2] is None
+    )
+    identity = (identity_class, primary_key, json_attributes, given_keys)
     if version_col is None:
         return _BulkPlan(model.__name__, table, tuple(columns), None, None, *identity)
     generator = mapper.version_id_generator
@@ -346,6 +355,9 @@ def insert_many(session: Session, model: type[Any], entities: Sequence[Any]) -> 
     states = list({id(entity): instance_state(entity) for entity in entities}.values())
     if any(state.key is not None or state.session_id is not None for state in states):
         return False  # not new: the flush knows what to do with it
+    for key in plan.given_keys:  # an autoincrement key: only the database knows it
+        if any(state.dict.get(key) is None for state in states):
+            return False
     version = plan.version_generator(None) if plan.version_generator is not None else None
     dicts = [state.dict for state in states]  # the objects' own: also the INSERT parameters
     filled = _fill(plan, dicts, version)
@@ -358,4 +370,9 @@ def insert_many(session: Session, model: type[Any], entities: Sequence[Any]) -> 
         _take_back(plan, dicts, filled)
         raise
     _persist(session, plan, states, dicts)
+    for key in plan.json_attributes:  # a default filled in above is a plain container
+        for state, values in zip(states, dicts, strict=True):
+            value = values[key]
+            if type(value) is dict or type(value) is list:
+                values[key] = tracked(value, state, key)
     return True

@@ -9,8 +9,9 @@ pages neither overlap nor skip rows; rows inserted meanwhile are seen if they so
 cursor.
 
 A cursor is an opaque, URL-safe string: clients hand it back unchanged. It carries only a
-position (the table, ``created_at`` and ``id`` of one row), never a filter, so it grants
-nothing: the filters of the call still apply.
+position (the table, ``created_at`` and key of one row), never a filter, so it grants
+nothing: the filters of the call still apply. A model without ``created_at`` lists and pages
+in key order.
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
-from sqlalchemy import ColumnElement, and_, or_
+from sqlalchemy import ColumnElement, and_, inspect, or_
 
 from flowstore.errors import InvalidInputError
+from flowstore.repositories.keys import key_attribute, key_for
 
 __all__ = ["Page", "after_clause", "check_page", "decode_cursor", "encode_cursor", "fetch_page"]
 
@@ -64,43 +66,69 @@ def fetch_page(limit: int, fetch: Callable[[int], list[T]]) -> Page[T]:
     return Page(items, encode_cursor(items[-1]) if more else None)
 
 
+def _has_created_at(model: type[Any]) -> bool:
+    return "created_at" in inspect(model).column_attrs
+
+
+def _key_json(key: Any) -> Any:
+    if isinstance(key, uuid.UUID):
+        return key.hex
+    if isinstance(key, int | str) and not isinstance(key, bool):
+        return key
+    raise InvalidInputError(
+        "a cursor is made from a stored entity (with a UUID, integer or text key)"
+    )
+
+
 def encode_cursor(entity: Any) -> str:
-    """The cursor just after ``entity`` (a stored entity: it has ``id`` and ``created_at``)."""
-    created_at, ident = getattr(entity, "created_at", None), getattr(entity, "id", None)
-    if not isinstance(created_at, datetime) or not isinstance(ident, uuid.UUID):
-        raise InvalidInputError("a cursor is made from a stored entity (with id and created_at)")
-    payload = [_VERSION, entity.__table__.name, created_at.isoformat(), ident.hex]
+    """The cursor just after ``entity`` (a stored entity: it has its key, and ``created_at``
+    when its model has one) in its model's default order."""
+    model = type(entity)
+    key = inspect(entity).dict.get(key_attribute(model).key)
+    created_at = getattr(entity, "created_at", None) if _has_created_at(model) else None
+    if key is None or (_has_created_at(model) and not isinstance(created_at, datetime)):
+        raise InvalidInputError("a cursor is made from a stored entity (with its key)")
+    stamp = created_at.isoformat() if created_at is not None else None
+    payload = [_VERSION, entity.__table__.name, stamp, _key_json(key)]
     raw = json.dumps(payload, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
-def decode_cursor(model: type[Any], cursor: Any) -> tuple[datetime, uuid.UUID]:
-    """The ``(created_at, id)`` position in ``cursor``; ``InvalidInputError`` for anything that
-    is not a cursor of ``model``'s table."""
-    if not isinstance(cursor, str) or not 0 < len(cursor) <= 256:
+def decode_cursor(model: type[Any], cursor: Any) -> tuple[datetime | None, Any]:
+    """The ``(created_at, key)`` position in ``cursor`` (``created_at`` is ``None`` for a model
+    without one); ``InvalidInputError`` for anything that is not a cursor of ``model``'s table."""
+    if not isinstance(cursor, str) or not 0 < len(cursor) <= 512:
         raise InvalidInputError("after takes a cursor string from an earlier page")
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         version, table, created, ident = json.loads(raw)
-        created_at = datetime.fromisoformat(created)
-        key = uuid.UUID(hex=ident)
+        created_at = datetime.fromisoformat(created) if created is not None else None
     except (binascii.Error, ValueError, TypeError, AttributeError):
         raise InvalidInputError("after: not a valid cursor") from None
-    if version != _VERSION or created_at.tzinfo is None:
+    if version != _VERSION or (created_at is not None and created_at.tzinfo is None):
         raise InvalidInputError("after: not a valid cursor")
     if table != model.__table__.name:
         raise InvalidInputError(f"after: this cursor belongs to {table!r}, not to this list")
+    if (created_at is None) == _has_created_at(model):
+        raise InvalidInputError("after: not a valid cursor")
+    key = key_for(model, ident)
+    if key is None:
+        raise InvalidInputError("after: not a valid cursor")
     return created_at, key
 
 
 def after_clause(model: type[Any], cursor: str, *, descending: bool = False) -> ColumnElement[bool]:
-    """Rows after ``cursor`` in ``(created_at, id)`` order (before it when ``descending``).
+    """Rows after ``cursor`` in ``(created_at, key)`` order (before it when ``descending``);
+    in key order for a model without ``created_at``.
 
     The redundant bound on ``created_at`` alone lets the database use an index range on it;
     the OR then settles rows sharing the cursor's ``created_at``.
     """
     created_at, key = decode_cursor(model, cursor)
-    column, ident = model.created_at, model.id
+    ident = key_attribute(model)
+    if created_at is None:
+        return cast("ColumnElement[bool]", ident < key if descending else ident > key)
+    column = model.created_at
     if descending:
         return and_(column <= created_at, or_(column < created_at, ident < key))
     return and_(column >= created_at, or_(column > created_at, ident > key))

@@ -12,9 +12,10 @@ which is what makes ``SAVEPOINT`` usable there.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, MetaData, event
 
@@ -26,14 +27,18 @@ from flowstore.uow import UnitOfWork
 
 __all__ = ["isolated_unit_of_work", "migrated_store"]
 
+U = TypeVar("U", bound=UnitOfWork)
+
 _BOUND_KEYS = ("bind", "join_transaction_mode")
 
 
-class _ScopeEnded(Exception):
-    """Handed to ``UnitOfWork.__exit__`` so that it rolls back and closes instead of committing."""
-
-
-def migrated_store(url: str | None = None, *, settings: Settings | None = None) -> Store:
+def migrated_store(
+    url: str | None = None,
+    *,
+    settings: Settings | None = None,
+    unit_of_work_class: type[UnitOfWork] = UnitOfWork,
+    migrations: str | os.PathLike[str] | None = None,
+) -> Store[Any]:
     """A store at the head revision, reached by running the Alembic revisions themselves.
 
     ``url=None`` is a new in-memory SQLite database (``FLOWSTORE_DATABASE_URL`` is deliberately
@@ -41,8 +46,16 @@ def migrated_store(url: str | None = None, *, settings: Settings | None = None) 
     an in-memory schema straight from the models; here it is dropped and replayed from the
     migrations once, so tests run against exactly what ``flowstore db upgrade`` produces. A
     server or file database is upgraded to head (a no-op when it is already there).
+
+    A service passes its ``unit_of_work_class`` and ``migrations`` folder: its tables are
+    migrated after flowstore's, and units of work are of its class.
     """
-    store = Store(url if url is not None else "sqlite://", settings=settings)
+    store: Store[Any] = Store(
+        url if url is not None else "sqlite://",
+        settings=settings,
+        unit_of_work_class=unit_of_work_class,
+        migrations=migrations,
+    )
     try:
         if store.is_memory:
             with translating(), store.engine.begin() as conn:
@@ -57,7 +70,7 @@ def migrated_store(url: str | None = None, *, settings: Settings | None = None) 
 
 
 @contextlib.contextmanager
-def isolated_unit_of_work(store: Store) -> Iterator[UnitOfWork]:
+def isolated_unit_of_work(store: Store[U]) -> Iterator[U]:
     """An active unit of work whose writes, commits included, are rolled back on exit.
 
     For the duration, ``store.unit_of_work()`` (and so ``store.run_in_transaction``) joins the
@@ -92,12 +105,9 @@ def isolated_unit_of_work(store: Store) -> Iterator[UnitOfWork]:
         factory.configure(bind=connection, join_transaction_mode="create_savepoint")
         try:
             uow = store.unit_of_work()
-            uow.__enter__()
-            try:
-                with using_session(uow.session, uow.context.settings):
-                    yield uow
-            finally:
-                uow.__exit__(_ScopeEnded, _ScopeEnded(), None)
+            uow.rollback_on_exit = True
+            with uow, using_session(uow.session, uow.context.settings):
+                yield uow
         finally:
             for key in _BOUND_KEYS:
                 factory.kw.pop(key, None)

@@ -4,13 +4,22 @@ Fixtures: ``flowstore_store`` (one migrated database per test session; in-memory
 ``--flowstore-url`` or ``FLOWSTORE_TEST_DATABASE_URL`` names another) and ``uow`` (a unit of
 work per test whose writes, commits included, are rolled back afterwards). The machinery lives
 in ``flowstore.testing.isolation``, usable without pytest.
+
+A service configures it in its pytest settings, so the fixtures use its unit-of-work class
+and migrate its tables too::
+
+    [tool.pytest.ini_options]
+    flowstore_unit_of_work_class = "acme.uow:AcmeUnitOfWork"
+    flowstore_migrations = "migrations"     # relative to the rootdir
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -37,6 +46,44 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             "rolled back, so use a database made for tests"
         ),
     )
+    parser.addini(
+        "flowstore_unit_of_work_class",
+        "the service's flowstore.UnitOfWork subclass, as 'package.module:Class'",
+        default="",
+    )
+    parser.addini(
+        "flowstore_migrations",
+        "the service's Alembic folder (from `flowstore db init`), relative to the rootdir",
+        default="",
+    )
+
+
+def unit_of_work_class(config: pytest.Config) -> type[UnitOfWork]:
+    """The unit-of-work class the fixtures use (``flowstore_unit_of_work_class``)."""
+    from flowstore.uow import UnitOfWork
+
+    named = str(config.getini("flowstore_unit_of_work_class") or "").strip()
+    if not named:
+        return UnitOfWork
+    module_name, _, attribute = named.partition(":")
+    try:
+        found = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise pytest.UsageError(
+            f"flowstore_unit_of_work_class = {named!r}: cannot import it ({exc})"
+        ) from None
+    if not (isinstance(found, type) and issubclass(found, UnitOfWork)):
+        raise pytest.UsageError(f"flowstore_unit_of_work_class = {named!r}: not a UnitOfWork")
+    return found
+
+
+def migrations_folder(config: pytest.Config) -> Path | None:
+    """The service's migrations folder (``flowstore_migrations``), or ``None``."""
+    named = str(config.getini("flowstore_migrations") or "").strip()
+    if not named:
+        return None
+    folder = Path(named)
+    return folder if folder.is_absolute() else config.rootpath / folder
 
 
 def database_url(config: pytest.Config) -> str | None:
@@ -60,13 +107,17 @@ def pytest_report_header(config: pytest.Config) -> str | None:
 
 
 @pytest.fixture(scope="session")
-def flowstore_store(pytestconfig: pytest.Config) -> Iterator[Store]:
+def flowstore_store(pytestconfig: pytest.Config) -> Iterator[Store[Any]]:
     """The test session's store, migrated to the head revision once (see ``--flowstore-url``)."""
     from flowstore.errors import FlowstoreError
     from flowstore.testing.isolation import migrated_store
 
     try:
-        store = migrated_store(database_url(pytestconfig))
+        store = migrated_store(
+            database_url(pytestconfig),
+            unit_of_work_class=unit_of_work_class(pytestconfig),
+            migrations=migrations_folder(pytestconfig),
+        )
     except FlowstoreError as exc:
         failure: str | None = f"flowstore_store: cannot prepare the test database: {exc!r}"
     else:
@@ -82,7 +133,7 @@ def flowstore_store(pytestconfig: pytest.Config) -> Iterator[Store]:
 
 
 @pytest.fixture
-def uow(flowstore_store: Store) -> Iterator[UnitOfWork]:
+def uow(flowstore_store: Store[Any]) -> Iterator[UnitOfWork]:
     """An active unit of work; everything the test writes, commits included, is rolled back.
 
     While it is active, ``flowstore_store.unit_of_work()`` joins the same transaction and the
