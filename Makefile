@@ -4,7 +4,12 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-sqlite lint typecheck migrate bench clean
+# The lowest SQLAlchemy and Alembic pyproject.toml admits (tests/test_sa_contract.py checks
+# these pins against it): `make test-min` runs the SQLite suite on them.
+MIN_VENV := .venv-min
+MIN_PINS := 'sqlalchemy[asyncio]==2.0.36' 'alembic==1.14.0'
+
+.PHONY: run test test-sqlite test-min lint typecheck migrate bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +22,15 @@ run: $(STAMP)  ## the demo on the embedded SQLite default
 
 test: $(STAMP)  ## the whole suite on SQLite, PostgreSQL and MariaDB (servers that are up)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+$(MIN_VENV)/.installed: pyproject.toml
+	test -x $(MIN_VENV)/bin/python || $(PYTHON) -m venv $(MIN_VENV)
+	$(MIN_VENV)/bin/python -m pip install -q --upgrade pip
+	$(MIN_VENV)/bin/python -m pip install -q -e '.[dev]' $(MIN_PINS)
+	touch $@
+
+test-min: $(MIN_VENV)/.installed  ## the SQLite suite on the lowest SQLAlchemy and Alembic admitted
+	FLOWSTORE_TEST_BACKENDS=sqlite $(MIN_VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 test-sqlite: $(STAMP)
 	FLOWSTORE_TEST_BACKENDS=sqlite $(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -33,4 +47,4 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(MIN_VENV) build dist *.egg-info .mypy_cache .ruff_cache

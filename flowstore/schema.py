@@ -21,7 +21,7 @@ from alembic.util import CommandError
 from sqlalchemy import Connection, Dialect, Engine
 
 from flowstore.errors import InvalidInputError
-from flowstore.models import Base
+from flowstore.models import FLOWSTORE_TABLES, Base
 
 __all__ = [
     "alembic_config",
@@ -158,6 +158,8 @@ def include_object_for(dialect_name: str) -> Callable[..., bool]:
     def include_object(
         obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
     ) -> bool:
+        if type_ == "table" and name in Base.metadata.tables and name not in FLOWSTORE_TABLES:
+            return False  # a service's model's table: its own migrations and checks cover it
         condition = getattr(obj, "_ddl_if", None)
         wanted = getattr(condition, "dialect", None)
         if reflected or wanted is None:

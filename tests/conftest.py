@@ -24,6 +24,7 @@ from tests.backends import (
     in_ci,
     selected_backends,
 )
+from tests.service_app import SERVICE_TABLES, AcmeUnitOfWork
 
 BACKENDS = selected_backends()
 
@@ -145,3 +146,21 @@ def copies(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(bulk, "copy_rows", spy)
     return sent
+
+
+@pytest.fixture
+def acme_store(store: Store) -> Iterator[Store[AcmeUnitOfWork]]:
+    """A store of the service in ``tests.service_app`` on the same database as ``store``: its
+    unit-of-work class, and its tables created beside flowstore's (emptied with them)."""
+    service: Store[AcmeUnitOfWork] = (
+        Store("sqlite://", unit_of_work_class=AcmeUnitOfWork)
+        if store.is_memory
+        else Store(store.url, unit_of_work_class=AcmeUnitOfWork)
+    )
+    tables = [Base.metadata.tables[name] for name in SERVICE_TABLES]
+    with service.engine.begin() as conn:
+        Base.metadata.create_all(conn, tables=tables, checkfirst=True)
+    try:
+        yield service
+    finally:
+        service.close()

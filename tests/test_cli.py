@@ -23,7 +23,13 @@ from alembic.script.revision import RevisionError
 from sqlalchemy import inspect, make_url, text
 
 from flowstore import Store, __version__, cli
-from flowstore.models import Base, Deployment, DeploymentStatus, JobStatus, Organization
+from flowstore.models import (
+    FLOWSTORE_TABLES,
+    Deployment,
+    DeploymentStatus,
+    JobStatus,
+    Organization,
+)
 from flowstore.schema import alembic_config, head_revision
 from tests.backends import create_database, in_ci
 from tests.conftest import BACKENDS
@@ -168,7 +174,7 @@ def test_migration_lifecycle(lifecycle_url: str) -> None:
     assert "ok (" in assert_ok(ping_)
     stats = json.loads(assert_ok(stats_))
     assert stats["revision"] == head
-    assert set(stats["tables"]) == set(Base.metadata.tables)
+    assert set(stats["tables"]) == FLOWSTORE_TABLES
     assert set(stats["tables"].values()) == {0}
 
     down = assert_ok(run_cli("db", "downgrade", "base", "--url", database_url))
@@ -261,7 +267,7 @@ def test_a_database_ahead_of_the_code_is_refused(database_url: str) -> None:
     with Store(database_url) as store:
         assert store.current_revision() == UNKNOWN_REVISION  # nothing was touched
         with store.engine.connect() as conn:
-            assert set(Base.metadata.tables) <= set(inspect(conn).get_table_names())
+            assert set(FLOWSTORE_TABLES) <= set(inspect(conn).get_table_names())
 
 
 def test_a_wrong_revision_is_one_line(database_url: str) -> None:

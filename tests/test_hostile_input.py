@@ -47,6 +47,7 @@ from flowstore.models import (
 )
 from flowstore.spec import OPERATORS, Spec
 from flowstore.uow import UnitOfWork
+from flowstore.validation import python_type as column_python_type
 
 HOSTILE = settings(
     max_examples=25,
@@ -375,7 +376,7 @@ def normalized(value: Any, model: type[Any], field: str) -> Any:
     column = inspect(model).columns[field]
     if isinstance(column.type, JSON):
         return _numbers_as_floats(json.loads(json.dumps(value)))
-    python_type: Any = getattr(column.type, "python_type", None)
+    python_type: Any = column_python_type(column.type)
     if isinstance(value, str) and python_type is uuid.UUID:
         return uuid.UUID(value)
     if isinstance(python_type, type) and issubclass(python_type, Enum):

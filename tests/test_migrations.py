@@ -32,7 +32,7 @@ from sqlalchemy import URL, Connection, Engine, inspect, make_url, text
 from flowstore import Store
 from flowstore.config import Settings
 from flowstore.engine import build_engine
-from flowstore.models import Base
+from flowstore.models import FLOWSTORE_TABLES, Base
 from flowstore.schema import alembic_config as flowstore_alembic_config
 from flowstore.schema import head_revision, include_object_for
 from tests.backends import SERVER_BACKENDS
@@ -54,7 +54,7 @@ __all__ = [
     "test_upgrade",
 ]
 
-MODEL_TABLES = frozenset(Base.metadata.tables)
+MODEL_TABLES = FLOWSTORE_TABLES
 
 
 @pytest.fixture(params=MIGRATION_BACKENDS)

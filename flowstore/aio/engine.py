@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 from sqlalchemy import URL
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 from flowstore.config import Settings
 from flowstore.engine import (
@@ -133,6 +134,8 @@ def build_async_engine(url: str | URL, settings: Settings, **overrides: Any) -> 
     options = engine_options(parsed, settings)
     if memory:
         options["poolclass"] = GatedStaticPool
+    elif parsed.get_backend_name() == "sqlite":
+        options["poolclass"] = AsyncAdaptedQueuePool  # SQLAlchemy 2.0 would use a NullPool
     options.update(overrides)
     try:
         engine = create_async_engine(parsed, **options)

@@ -17,7 +17,7 @@ from typing_extensions import TypeVar
 
 from flowstore import schema
 from flowstore.aio.engine import build_async_engine
-from flowstore.aio.uow import AsyncUnitOfWork, finish_uninterrupted
+from flowstore.aio.uow import AsyncServiceUnitOfWork, AsyncUnitOfWork, finish_uninterrupted
 from flowstore.config import Settings
 from flowstore.engine import is_memory_sqlite, normalize_url
 from flowstore.errors import (
@@ -76,7 +76,7 @@ class AsyncStore(Generic[AU]):
     ) -> None: ...
     @overload
     def __init__(
-        self: AsyncStore[AsyncUnitOfWork],
+        self: AsyncStore[AsyncServiceUnitOfWork],
         url: str | URL | None = None,
         *,
         settings: Settings | None = None,

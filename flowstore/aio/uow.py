@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
-from typing import Any, ClassVar, Generic, Self, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar, overload
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -27,7 +27,11 @@ from sqlalchemy.orm import Session
 
 from flowstore.aio.engine import spawn_step
 from flowstore.aio.generated import AsyncJobQueue, FlowstoreAsyncRepositories
-from flowstore.aio.repository import AsyncRepository, async_repository_class
+from flowstore.aio.repository import (
+    AsyncRepository,
+    LooseAsyncRepository,
+    async_repository_class,
+)
 from flowstore.errors import FlowstoreError, InvalidInputError, translate, translating
 from flowstore.queue import JobQueue
 from flowstore.repositories import Repository, RepositoryContext
@@ -35,7 +39,12 @@ from flowstore.sessions import CallerSession
 from flowstore.tenancy import scope_session
 from flowstore.uow import UnitOfWork
 
-__all__ = ["AsyncRepository", "AsyncUnitOfWork", "finish_uninterrupted"]
+__all__ = [
+    "AsyncRepository",
+    "AsyncServiceUnitOfWork",
+    "AsyncUnitOfWork",
+    "finish_uninterrupted",
+]
 
 R = TypeVar("R")
 RepoT = TypeVar("RepoT", bound=Repository[Any])
@@ -78,7 +87,8 @@ class _AsyncRepositoryAttribute(Generic[RepoT]):
         return uow.get_repository(self.name)
 
 
-_ASYNC_CLASSES: dict[type[UnitOfWork], type[AsyncUnitOfWork]] = {}
+_ASYNC_CLASSES: dict[type[UnitOfWork], type[AsyncUnitOfWork]] = {}  # declared
+_MADE: dict[type[UnitOfWork], type[AsyncUnitOfWork]] = {}  # made for a class without one
 
 
 class AsyncUnitOfWork(FlowstoreAsyncRepositories):
@@ -94,8 +104,8 @@ class AsyncUnitOfWork(FlowstoreAsyncRepositories):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         _install_attributes(cls)
-        if "sync_class" in cls.__dict__:
-            _ASYNC_CLASSES.setdefault(cls.sync_class, cls)
+        if "sync_class" in cls.__dict__ and not cls.__dict__.get("made_at_run_time"):
+            _ASYNC_CLASSES[cls.sync_class] = cls  # a declared (generated, typed) class
 
     @classmethod
     def for_sync_class(cls, sync_class: type[UnitOfWork]) -> type[AsyncUnitOfWork]:
@@ -105,10 +115,11 @@ class AsyncUnitOfWork(FlowstoreAsyncRepositories):
             raise InvalidInputError(
                 f"unit_of_work_class takes a flowstore.UnitOfWork subclass, got {sync_class!r}"
             )
-        known = _ASYNC_CLASSES.get(sync_class)
+        known = _ASYNC_CLASSES.get(sync_class) or _MADE.get(sync_class)
         if known is None:
-            name = f"Async{sync_class.__name__}"
-            known = type(name, (cls,), {"sync_class": sync_class, "__module__": __name__})
+            namespace = {"sync_class": sync_class, "made_at_run_time": True, "__module__": __name__}
+            base = AsyncServiceUnitOfWork if cls is AsyncUnitOfWork else cls
+            known = _MADE[sync_class] = type(f"Async{sync_class.__name__}", (base,), namespace)
         return known
 
     def __init__(
@@ -298,3 +309,13 @@ def _install_attributes(cls: type[AsyncUnitOfWork]) -> None:
 
 
 _install_attributes(AsyncUnitOfWork)
+
+
+class AsyncServiceUnitOfWork(AsyncUnitOfWork):
+    """The async unit of work made at run time for a service's ``UnitOfWork`` subclass that
+    has no generated face: its repositories are there, known to type checkers only as
+    awaitable calls. ``python -m flowstore.aio.codegen`` writes the fully typed class."""
+
+    if TYPE_CHECKING:
+
+        def __getattr__(self, name: str) -> LooseAsyncRepository[Any]: ...

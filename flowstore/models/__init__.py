@@ -27,8 +27,13 @@ from flowstore.models.template import Template
 from flowstore.models.types import GUID, CopyOf, JSONType, Money, UTCDateTime, utcnow, uuid7
 from flowstore.models.user import User
 
+#: The tables of flowstore's own models (a service's models share ``Base.metadata``); its
+#: migrations create exactly these.
+FLOWSTORE_TABLES = frozenset(Base.metadata.tables)
+
 __all__ = [
     "ACTIVE_REQUEST_STATUSES",
+    "FLOWSTORE_TABLES",
     "GUID",
     "NAMING_CONVENTION",
     "Application",

@@ -90,13 +90,15 @@ def tenant_column(target: Mapper[Any] | type[Any] | Table) -> str | None:
     if isinstance(target, Table):
         for mapper in Base.registry.mappers:
             if mapper.local_table is target:
-                return _TENANT_COLUMNS.get(mapper)
+                return tenant_column(mapper)
         return None
     if not isinstance(target, Mapper):
         found = inspect(target, raiseerr=False)
         if not isinstance(found, Mapper):
             return None
         target = found
+    if target not in _TENANT_COLUMNS and target.registry is Base.registry:
+        Base.registry.configure()  # declared when the model is configured
     return _TENANT_COLUMNS.get(target)
 
 

@@ -15,7 +15,6 @@ to ``cfg`` itself are not seen). Tuples are stored as they are and not tracked i
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, SupportsIndex
 
@@ -27,28 +26,32 @@ __all__ = ["TrackedDict", "TrackedList", "track", "tracked"]
 
 
 class _Anchor:
-    """The object attribute (instance state, key) that holds one tracked value; shared by the
-    value and every container nested in it. Each value has one owner: assigning a tracked
-    value to another attribute stores a copy."""
+    """The object attribute that holds one tracked value; shared by the value and every
+    container nested in it. Each value has one owner: assigning a tracked value to another
+    attribute stores a copy.
 
-    __slots__ = ("key", "state")
+    The owner is held strongly: ``uow.deployments.get(i).config["x"] = 1`` changes a value
+    whose object nothing else holds (the session's identity map holds unmodified objects
+    weakly), and the change must still reach it. The reference cycle this makes (object,
+    value, anchor) is collected with the object.
+    """
+
+    __slots__ = ("key", "target")
 
     def __init__(self, state: InstanceState[Any], key: str) -> None:
-        self.state: weakref.ref[InstanceState[Any]] | None = weakref.ref(state)
+        self.target: object | None = state.obj()
         self.key = key
 
     def owned_by(self, state: InstanceState[Any], key: str) -> bool:
-        return self.key == key and self.state is not None and self.state() is state
+        return self.key == key and self.target is not None and self.target is state.obj()
 
     def release(self) -> None:
         """The value was replaced: its changes no longer concern the object."""
-        self.state = None
+        self.target = None
 
     def changed(self) -> None:
-        state = self.state() if self.state is not None else None
-        target = state.obj() if state is not None else None
-        if target is not None:
-            flag_modified(target, self.key)
+        if self.target is not None:
+            flag_modified(self.target, self.key)
 
 
 def _wrap(value: Any, anchor: _Anchor) -> Any:

@@ -173,7 +173,8 @@ def _refuse_audit_statements(state: ORMExecuteState) -> None:
     """Bulk UPDATE/DELETE statements on the audit log, through flowstore's sessions, are
     refused (other sessions, and their own ``audit_logs`` tables, are not flowstore's)."""
     changes = state.is_update or state.is_delete
-    if changes and getattr(state.statement, "table", None) is AuditLog.__table__:
+    described = getattr(state.statement, "entity_description", None) if changes else None
+    if isinstance(described, dict) and described.get("table") is AuditLog.__table__:
         raise InvalidInputError(
             "the audit log is append-only: UPDATE and DELETE statements are refused"
         )

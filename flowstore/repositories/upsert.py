@@ -2,7 +2,8 @@
 
 An upsert is one statement where the dialect has one: ``INSERT ... ON CONFLICT (key) DO
 UPDATE`` on PostgreSQL and SQLite, ``INSERT ... ON DUPLICATE KEY UPDATE`` on MySQL/MariaDB.
-The conflict update sets the fields the entity sets (never its key, creation time or version),
+The conflict update sets the fields the entity sets (not those it leaves to their defaults, and
+never its key, creation time or version),
 bumps the version counter and applies ``onupdate`` defaults (``updated_at``), which
 SQLAlchemy does not apply to such an UPDATE by itself. In a tenant-scoped unit of work the
 update applies only to a row of the scope's organization: a conflicting row of another one is
@@ -103,6 +104,7 @@ def upsert_statement(
     state = inspect(entity)
     version = mapper.version_id_col
     values: dict[str, Any] = {}
+    given: set[str] = set()  # the columns the entity sets: an update writes only these
     for prop in mapper.column_attrs:
         column = prop.columns[0]
         if column is version:
@@ -114,6 +116,8 @@ def upsert_statement(
                 value = values.get(copied)
             elif usable and default is not None:
                 value = default()
+        if prop.key in state.dict:
+            given.add(column.name)
         if value is not None or prop.key in state.dict:
             values[column.name] = value
     if version is not None:
@@ -135,7 +139,7 @@ def upsert_statement(
     ]
     keep = {c.name for c in key_columns} | {c.name for c in table.primary_key.columns}
     keep |= {"created_at"} | ({version.name} if version is not None else set())
-    changed = {name: None for name in values if name not in keep}
+    changed = {name: None for name in values if name in given and name not in keep}
     guard = None
     if org_id is not None and tenant is not None:
         guard = table.c[mapper.attrs[tenant].columns[0].name] == org_id
