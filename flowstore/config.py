@@ -34,6 +34,11 @@ class Settings(BaseSettings):
     connect_timeout: float = Field(default=10.0, gt=0, description="seconds to open a connection")
     echo: bool = Field(default=False, description="log every SQL statement")
     sqlite_busy_timeout_ms: int = Field(default=5000, ge=0, description="SQLite lock wait")
+    migrations: str | None = Field(
+        default=None,
+        description="a service's migrations directory (from `flowstore db init`), "
+        "applied and checked with flowstore's own",
+    )
     api_key_secret: SecretStr = Field(
         default=SecretStr(DEV_API_KEY_SECRET),
         description="server-side HMAC key for API-key hashes",
@@ -44,6 +49,11 @@ class Settings(BaseSettings):
     def _url_not_blank(cls, value: str) -> str:
         value = value.strip()
         return value or MEMORY_URL
+
+    @field_validator("migrations")
+    @classmethod
+    def _blank_is_none(cls, value: str | None) -> str | None:
+        return value.strip() or None if value is not None else None
 
     def __repr_args__(self) -> Any:
         for name, value in super().__repr_args__():

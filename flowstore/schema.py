@@ -1,7 +1,20 @@
 """Schema management: Alembic run programmatically, from a checkout or an installed wheel.
 
 The wheel ships the revisions as ``flowstore/_migrations``; a checkout (editable install)
-uses the top-level ``migrations/`` directory. Both are the same files.
+uses the top-level ``migrations/`` directory. Both are the same files; their branch label is
+``flowstore``.
+
+Every operation also takes ``migrations``, the directory of a service's own revision tree
+(made by ``flowstore db init``; see ``flowstore.service_migrations``), which stacks on
+flowstore's head:
+
+* ``upgrade``: ``"head"``/``"heads"`` brings both trees to head, flowstore's first; a service
+  revision brings flowstore's to head and the service's to that revision; a flowstore revision
+  (``"0003"``, ``"flowstore@..."``) moves flowstore's tree only.
+* ``downgrade``: a service revision, ``"-1"`` or ``"base"`` moves the service's tree only. A
+  flowstore revision moves flowstore's tree, and is refused (``InvalidInputError``) while any
+  service revision is applied: those stack on flowstore's head, so take them to ``"base"`` first.
+* ``current_revision``: the service tree's applied revision.
 """
 
 from __future__ import annotations
@@ -15,13 +28,14 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
+from alembic.script import Script, ScriptDirectory
 from alembic.script.revision import RevisionError
 from alembic.util import CommandError
 from sqlalchemy import Connection, Dialect, Engine
 
 from flowstore.errors import InvalidInputError
-from flowstore.models import FLOWSTORE_TABLES, Base
+from flowstore.models import Base
+from flowstore.service_migrations import MigrationsDir, ServiceTree
 
 __all__ = [
     "alembic_config",
@@ -33,7 +47,9 @@ __all__ = [
     "downgrade_on",
     "head_revision",
     "include_object_for",
+    "is_flowstore_revision",
     "script_location",
+    "shipped_revisions",
     "table_options",
     "upgrade",
     "upgrade_on",
@@ -85,32 +101,52 @@ def head_revision() -> str:
     return head
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Migrate the database up to ``revision``, in one transaction where the dialect allows."""
+@lru_cache(maxsize=1)
+def shipped_revisions() -> tuple[Script, ...]:
+    """The revisions shipped with this version of flowstore, newest first."""
+    return tuple(ScriptDirectory.from_config(alembic_config()).walk_revisions())
+
+
+def is_flowstore_revision(revision: str) -> bool:
+    """Whether ``revision`` names a revision of flowstore's tree: one of its ids, or anything
+    addressed through its branch label (``"flowstore@head"``, ``"flowstore@-1"``)."""
+    return revision.startswith("flowstore@") or any(
+        script.revision == revision for script in shipped_revisions()
+    )
+
+
+def upgrade(
+    engine: Engine, revision: str = "head", *, migrations: MigrationsDir | None = None
+) -> None:
+    """Migrate the database up to ``revision``, in one transaction where the dialect allows;
+    with ``migrations``, flowstore's revisions and then the service's (see the module doc)."""
     with engine.begin() as conn:
-        upgrade_on(conn, revision)
+        upgrade_on(conn, revision, migrations=migrations)
 
 
-def downgrade(engine: Engine, revision: str) -> None:
-    """Migrate the database down to ``revision`` (``"base"`` removes every table)."""
+def downgrade(engine: Engine, revision: str, *, migrations: MigrationsDir | None = None) -> None:
+    """Migrate the database down to ``revision`` (``"base"`` removes every table of the tree:
+    flowstore's, or with ``migrations`` the service's)."""
     with engine.begin() as conn:
-        downgrade_on(conn, revision)
+        downgrade_on(conn, revision, migrations=migrations)
 
 
-def current_revision(engine: Engine) -> str | None:
-    """The revision the database is at, or ``None`` when it was never migrated."""
+def current_revision(engine: Engine, *, migrations: MigrationsDir | None = None) -> str | None:
+    """The revision the database is at (with ``migrations``, the service tree's), or ``None``
+    when it was never migrated."""
     with engine.connect() as conn:
-        return current_revision_on(conn)
+        return current_revision_on(conn, migrations=migrations)
 
 
-def create_schema(engine: Engine) -> None:
-    """Create every table straight from the models and stamp it as the head revision.
+def create_schema(engine: Engine, *, migrations: MigrationsDir | None = None) -> None:
+    """Create every table straight from the models and stamp it as the head revision (with
+    ``migrations``, the service's models and head too).
 
     Used for throwaway in-memory databases, where it is many times faster than replaying the
     revisions; the test suite checks that the models and the migrations agree.
     """
     with engine.begin() as conn:
-        create_schema_on(conn)
+        create_schema_on(conn, migrations=migrations)
 
 
 # -- the same operations on an open connection, whose transaction the caller owns ------------
@@ -126,25 +162,65 @@ def _revision_errors(revision: str) -> Iterator[None]:
         raise InvalidInputError(f"cannot migrate to {revision!r}: {exc}") from None
 
 
-def upgrade_on(connection: Connection, revision: str = "head") -> None:
+def upgrade_on(
+    connection: Connection, revision: str = "head", *, migrations: MigrationsDir | None = None
+) -> None:
     """``upgrade`` through ``connection``."""
-    with _revision_errors(revision):
-        command.upgrade(alembic_config(connection), revision)
+    if migrations is None or is_flowstore_revision(revision):
+        with _revision_errors(revision):
+            command.upgrade(alembic_config(connection), revision)
+        return
+    tree = ServiceTree(migrations)
+    target = "heads" if revision in {"head", "heads"} else revision
+    with _revision_errors(revision):  # the service's env.py applies flowstore's revisions first
+        command.upgrade(tree.config(connection), target)
 
 
-def downgrade_on(connection: Connection, revision: str) -> None:
+def downgrade_on(
+    connection: Connection, revision: str, *, migrations: MigrationsDir | None = None
+) -> None:
     """``downgrade`` through ``connection``."""
+    if migrations is None:
+        with _revision_errors(revision):
+            command.downgrade(alembic_config(connection), revision)
+        return
+    tree = ServiceTree(migrations)
+    if is_flowstore_revision(revision):
+        applied = tree.current_on(connection)
+        if applied is not None:
+            raise InvalidInputError(
+                f"cannot downgrade flowstore's revisions to {revision!r} while the service's "
+                f"revision {applied!r} is applied: its revisions stack on flowstore's head, so "
+                "downgrade them to 'base' first"
+            )
+        with _revision_errors(revision):
+            command.downgrade(alembic_config(connection), revision)
+        return
     with _revision_errors(revision):
-        command.downgrade(alembic_config(connection), revision)
+        command.downgrade(tree.config(connection), revision)
 
 
-def current_revision_on(connection: Connection) -> str | None:
+def current_revision_on(
+    connection: Connection, *, migrations: MigrationsDir | None = None
+) -> str | None:
     """``current_revision`` through ``connection``."""
-    return MigrationContext.configure(connection).get_current_revision()
+    if migrations is not None:
+        return ServiceTree(migrations).current_on(connection)
+    heads = MigrationContext.configure(connection).get_current_heads()
+    if len(heads) > 1:
+        raise InvalidInputError(
+            f"alembic_version holds {len(heads)} revisions ({', '.join(sorted(heads))}): "
+            "another revision tree shares flowstore's version table; give a service's "
+            "migrations their own with `flowstore db init`"
+        )
+    return heads[0] if heads else None
 
 
-def create_schema_on(connection: Connection) -> None:
+def create_schema_on(connection: Connection, *, migrations: MigrationsDir | None = None) -> None:
     """``create_schema`` through ``connection``."""
+    if migrations is not None:  # its env.py imports the service's models and stamps its head
+        with _revision_errors("heads"):
+            command.stamp(ServiceTree(migrations).config(connection), "heads")
     Base.metadata.create_all(connection)
     scripts = ScriptDirectory.from_config(alembic_config())
     MigrationContext.configure(connection).stamp(scripts, "head")
@@ -158,8 +234,6 @@ def include_object_for(dialect_name: str) -> Callable[..., bool]:
     def include_object(
         obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
     ) -> bool:
-        if type_ == "table" and name in Base.metadata.tables and name not in FLOWSTORE_TABLES:
-            return False  # a service's model's table: its own migrations and checks cover it
         condition = getattr(obj, "_ddl_if", None)
         wanted = getattr(condition, "dialect", None)
         if reflected or wanted is None:

@@ -98,9 +98,7 @@ class Store(Generic[U]):
             )
         self.unit_of_work_class: type[U] = cast("type[U]", unit_of_work_class)
         self.settings = settings or Settings()
-        self.migrations = (
-            migrations if migrations is not None else getattr(self.settings, "migrations", None)
-        )
+        self.migrations = migrations if migrations is not None else self.settings.migrations
         self.url = normalize_url(url if url is not None else self.settings.database_url)
         self.engine: Engine = build_engine(self.url, self.settings, **engine_options)
         self.session_factory: sessionmaker[Session] = session_factory(self.engine)
@@ -108,7 +106,7 @@ class Store(Generic[U]):
         self.is_memory = is_memory_sqlite(self.url)
         if self.is_memory:
             with translating():
-                schema.create_schema(self.engine)
+                schema.create_schema(self.engine, migrations=self.migrations)
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> Self:
@@ -178,17 +176,17 @@ class Store(Generic[U]):
     def upgrade(self, revision: str = "head") -> None:
         """Apply the migrations up to ``revision`` (Alembic, from the installed package)."""
         with translating():
-            schema.upgrade(self.engine, revision)
+            schema.upgrade(self.engine, revision, migrations=self.migrations)
 
     def downgrade(self, revision: str) -> None:
         """Revert the migrations down to ``revision`` (``"base"``: drop everything)."""
         with translating():
-            schema.downgrade(self.engine, revision)
+            schema.downgrade(self.engine, revision, migrations=self.migrations)
 
     def current_revision(self) -> str | None:
         """The applied revision id, or ``None`` for a database never migrated."""
         with translating():
-            return schema.current_revision(self.engine)
+            return schema.current_revision(self.engine, migrations=self.migrations)
 
     # -- lifecycle -------------------------------------------------------------------------
 

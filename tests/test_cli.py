@@ -22,7 +22,7 @@ from alembic.script import ScriptDirectory
 from alembic.script.revision import RevisionError
 from sqlalchemy import inspect, make_url, text
 
-from flowstore import Store, __version__, cli
+from flowstore import Store, __version__, cli, schema
 from flowstore.models import (
     FLOWSTORE_TABLES,
     Deployment,
@@ -467,9 +467,64 @@ def test_a_broken_revision_tree_is_one_line(
 
     url = f"sqlite:///{tmp_path / 'broken.sqlite3'}"
     assert cli.main(["db", "upgrade", "--url", url]) == cli.EXIT_OK
-    monkeypatch.setattr(cli, "_scripts", broken)
+    monkeypatch.setattr(schema, "shipped_revisions", broken)
     for action in ("history", "current", "check"):
         assert cli.main(["db", action, "--url", url]) == cli.EXIT_FAILURE
         error = capsys.readouterr().err
         assert error.count("\n") == 1, error
         assert error.startswith("flowstore: error: migration failed: Multiple heads"), error
+
+
+# -- a service's own migrations (the full lifecycle is in test_service_migrations.py) --------
+
+
+def test_every_db_command_takes_a_service_migrations_directory() -> None:
+    parser = cli.build_parser()
+    for action in (["upgrade"], ["downgrade", "base"], ["current"], ["history"], ["check"]):
+        args = parser.parse_args(["db", *action, "--migrations", "svc/migrations"])
+        assert args.migrations == "svc/migrations", action
+
+
+def test_db_init_writes_an_environment_and_never_overwrites(tmp_path: Path) -> None:
+    made = assert_ok(
+        run_cli("db", "init", "db/migrations", "--models", "acme_api.models", cwd=tmp_path)
+    )
+    assert "acme_api_alembic_version" in made
+    env = (tmp_path / "db" / "migrations" / "env.py").read_text()
+    assert "run_service_environment(models='acme_api.models', name='acme_api')" in env
+    assert "script_location = %(here)s/db/migrations" in (tmp_path / "alembic.ini").read_text()
+    assert (tmp_path / "db" / "migrations" / "versions").is_dir()
+
+    ini = (tmp_path / "alembic.ini").read_text()
+    again = run_cli("db", "init", "other", "--models", "acme_api.models", cwd=tmp_path)
+    assert "alembic.ini already exists: not overwriting it" in assert_one_line_error(again)
+    assert (tmp_path / "alembic.ini").read_text() == ini
+    assert not (tmp_path / "other").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--models", "acme..models"], "is not a dotted module name"),
+        (["--models", "acme.models", "--name", "Acme-API"], "invalid service name 'Acme-API'"),
+    ],
+)
+def test_db_init_refuses_bad_names(tmp_path: Path, args: list[str], expected: str) -> None:
+    result = run_cli("db", "init", "migrations", *args, cwd=tmp_path)
+    assert expected in assert_one_line_error(result)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_empty_migrations_option_is_one_line(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'm.sqlite3'}"
+    result = run_cli("db", "upgrade", "--migrations", " ", "--url", url)
+    assert "--migrations is empty" in assert_one_line_error(result)
+
+
+def test_a_shared_version_table_is_one_clear_line(tmp_path: Path) -> None:
+    """A service tree merged into flowstore's version table: the error says what to do."""
+    url = f"sqlite:///{tmp_path / 'shared.sqlite3'}"
+    with migrated(url) as store, store.engine.begin() as conn:
+        conn.execute(text("INSERT INTO alembic_version (version_num) VALUES ('a1b2c3d4e5f6')"))
+    for result in run_concurrently(["db", "current", "--url", url], ["db", "check", "--url", url]):
+        assert "give a service's migrations their own" in assert_one_line_error(result)

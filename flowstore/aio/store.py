@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import random
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, Self, overload
 
-from sqlalchemy import URL, Connection, text
+from sqlalchemy import URL, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.util import greenlet_spawn
@@ -104,9 +105,7 @@ class AsyncStore(Generic[AU]):
     ) -> None:
         self.unit_of_work_class: type[AU] = _async_class(unit_of_work_class)  # type: ignore[assignment]
         self.settings = settings or Settings()
-        self.migrations = (
-            migrations if migrations is not None else getattr(self.settings, "migrations", None)
-        )
+        self.migrations = migrations if migrations is not None else self.settings.migrations
         raw = url if url is not None else self.settings.database_url
         self.url = normalize_url(raw, asynchronous=True)
         self.engine: AsyncEngine = build_async_engine(self.url, self.settings, **engine_options)
@@ -202,7 +201,9 @@ class AsyncStore(Generic[AU]):
         with translating():
             async with self.engine.begin() as conn:
                 if self._schema_pending:
-                    await conn.run_sync(schema.create_schema_on)
+                    await conn.run_sync(
+                        functools.partial(schema.create_schema_on, migrations=self.migrations)
+                    )
                     self._schema_pending = False
 
     async def upgrade(self, revision: str = "head") -> None:
@@ -213,19 +214,21 @@ class AsyncStore(Generic[AU]):
         """Revert the migrations down to ``revision`` (``"base"``: drop everything)."""
         await self._migrate(schema.downgrade_on, revision)
 
-    async def _migrate(self, step: Callable[[Connection, str], None], revision: str) -> None:
+    async def _migrate(self, step: Callable[..., None], revision: str) -> None:
         """One Alembic command in one transaction; an unknown revision is ``InvalidInputError``."""
         await self._ensure_schema()
         with translating():
             async with self.engine.begin() as conn:
-                await conn.run_sync(step, revision)
+                await conn.run_sync(functools.partial(step, migrations=self.migrations), revision)
 
     async def current_revision(self) -> str | None:
         """The applied revision id, or ``None`` for a database never migrated."""
         await self._ensure_schema()
         with translating():
             async with self.engine.connect() as conn:
-                return await conn.run_sync(schema.current_revision_on)
+                return await conn.run_sync(
+                    functools.partial(schema.current_revision_on, migrations=self.migrations)
+                )
 
     # -- lifecycle -------------------------------------------------------------------------
 

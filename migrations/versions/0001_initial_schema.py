@@ -21,7 +21,7 @@ from flowstore.schema import table_options
 
 revision: str = "0001"
 down_revision: str | None = None
-branch_labels: str | Sequence[str] | None = None
+branch_labels: str | Sequence[str] | None = ("flowstore",)
 depends_on: str | Sequence[str] | None = None
 
 TIMESTAMP = sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
