@@ -23,7 +23,7 @@ from sqlalchemy import event, select, text
 
 from flowstore import Settings, Store
 from flowstore.errors import InvalidInputError, NotFoundError
-from flowstore.models import Base, Organization
+from flowstore.models import FLOWSTORE_TABLES, Base, Organization
 from flowstore.repositories import RepositoryContext
 from flowstore.repositories.application import API_KEY_PREFIX, generate_api_key, hash_api_key
 from flowstore.uow import UnitOfWork
@@ -59,6 +59,7 @@ def _database_text(store: Store) -> str:
         rows = [
             repr(tuple(row))
             for table in Base.metadata.sorted_tables
+            if table.name in FLOWSTORE_TABLES
             for row in conn.execute(select(table))
         ]
     return "\n".join(rows)

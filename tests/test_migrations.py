@@ -32,9 +32,10 @@ from sqlalchemy import URL, Connection, Engine, inspect, make_url, text
 from flowstore import Store
 from flowstore.config import Settings
 from flowstore.engine import build_engine
+from flowstore.migration_hooks import flowstore_include_object
 from flowstore.models import FLOWSTORE_TABLES, Base
 from flowstore.schema import alembic_config as flowstore_alembic_config
-from flowstore.schema import head_revision, include_object_for
+from flowstore.schema import head_revision
 from tests.backends import SERVER_BACKENDS
 from tests.conftest import BACKENDS, server_database
 
@@ -205,7 +206,7 @@ def _model_diffs(store: Store) -> list[Any]:
             opts={
                 "compare_type": True,
                 "compare_server_default": True,
-                "include_object": include_object_for(conn.dialect.name),
+                "include_object": flowstore_include_object(conn.dialect.name),
             },
         )
         return list(compare_metadata(context, Base.metadata))

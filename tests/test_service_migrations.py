@@ -26,7 +26,7 @@ from sqlalchemy import URL, Engine, inspect, text
 
 from flowstore import Store
 from flowstore.errors import InvalidInputError
-from flowstore.models import Base
+from flowstore.models import FLOWSTORE_TABLES as MODEL_TABLES
 from flowstore.schema import head_revision
 from tests.backends import SERVER_BACKENDS
 from tests.conftest import BACKENDS, server_database
@@ -36,7 +36,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SERVICE_BACKENDS = (["sqlite_file"] if {"sqlite", "sqlite_file"} & set(BACKENDS) else []) + [
     b for b in BACKENDS if b in SERVER_BACKENDS
 ]
-FLOWSTORE_TABLES = frozenset(Base.metadata.tables) | {"alembic_version"}
+FLOWSTORE_TABLES = frozenset(MODEL_TABLES) | {"alembic_version"}
 ACME_TABLES = {"acme_counters", "acme_projects"}
 
 MODELS_V1 = '''

@@ -33,6 +33,7 @@ from flowstore.errors import (
     TenantScopeError,
 )
 from flowstore.models import (
+    FLOWSTORE_TABLES,
     Application,
     AuditLog,
     Base,
@@ -160,6 +161,8 @@ def snapshot(store: Store, excluded_org: uuid.UUID) -> dict[str, list[str]]:
     rows: dict[str, list[str]] = {}
     with store.engine.connect() as conn:
         for table in Base.metadata.sorted_tables:
+            if table.name not in FLOWSTORE_TABLES:
+                continue
             column = tenant_column(table)
             found = []
             for row in conn.execute(select(table)).mappings():

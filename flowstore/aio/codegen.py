@@ -237,7 +237,12 @@ def generate_module(
     blocks: list[str] = []
     attributes: list[str] = []
     written: set[type[Any]] = set()
+    from flowstore.uow import UnitOfWork
+
+    inherited = UnitOfWork.repositories
     for attribute, repository_class in unit_of_work_class.repositories.items():
+        if repository_class in skip and inherited.get(attribute) is repository_class:
+            continue  # typed on every async unit of work already
         typed = f"Async{repository_class.__name__}"
         if repository_class in skip:
             imports.need(typed, f"from flowstore.aio.generated import {typed}")
