@@ -32,7 +32,7 @@ FLOWSTORE_DATABASE_URL.
 
 from flowstore.migration_env import run_service_environment
 
-run_service_environment(models={models!r}, name={name!r})
+run_service_environment(models="{models}", name="{name}")
 '''
 
 _INI = """# Alembic configuration of the {name} service, made by `flowstore db init`.

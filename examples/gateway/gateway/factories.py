@@ -4,7 +4,6 @@ the test's session (the ``uow`` fixture) like flowstore's own factories."""
 from __future__ import annotations
 
 import factory
-
 from flowstore.testing.factories import EntityFactory, FlowstoreFactory, OrganizationFactory, Parent
 
 from gateway.models import Region, Route

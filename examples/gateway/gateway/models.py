@@ -6,10 +6,9 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
+from flowstore.models import Base, Entity
 from sqlalchemy import ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
-
-from flowstore.models import Base, Entity
 
 
 class Route(Entity):

@@ -9,4 +9,4 @@ FLOWSTORE_DATABASE_URL.
 
 from flowstore.migration_env import run_service_environment
 
-run_service_environment(models='gateway.models', name='gateway')
+run_service_environment(models="gateway.models", name="gateway")

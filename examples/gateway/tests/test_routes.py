@@ -6,9 +6,9 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-
 from flowstore import InvalidInputError, Store, TenantScopeError
 from flowstore.testing.factories import OrganizationFactory
+
 from gateway.factories import RegionFactory, RouteFactory
 from gateway.models import Route
 from gateway.uow import GatewayUnitOfWork
