@@ -1,8 +1,9 @@
 """Writes the typed async faces of sync classes: one coroutine method per public method, same
 signature, same docstring, the sync method's result awaited.
 
-flowstore's own (its repositories and the job queue) are in ``flowstore/aio/generated.py``; a
-test regenerates them and compares, so the two faces cannot drift. A service writes the typed
+flowstore's own (its repositories and the job queue) are the package ``flowstore.aio.generated``
+(``python -m flowstore.aio.codegen --flowstore``); a test regenerates it and compares, so the
+two faces cannot drift. A service writes the typed
 async face of its unit of work the same way::
 
     python -m flowstore.aio.codegen acme.uow:AcmeUnitOfWork -o acme/aio_uow.py
@@ -29,7 +30,7 @@ from typing import Any, TypeVar
 
 from flowstore.aio.proxy import public_methods
 
-__all__ = ["generate_flowstore", "generate_module", "main"]
+__all__ = ["generate_flowstore", "generate_module", "main", "write_flowstore"]
 
 _SKIP = frozenset({"run", "sync", "cursor_for"})  # the proxy's own, and pure helpers
 _HEADER = '''"""{doc}
@@ -260,30 +261,63 @@ def generate_module(
     return _HEADER.format(doc=doc, args=args) + imports.render() + "\n\n" + "\n\n".join(blocks)
 
 
-def generate_flowstore() -> str:
-    """The text of ``flowstore/aio/generated.py``: flowstore's repositories and job queue."""
+def _module_name(cls: type[Any]) -> str:
+    """The generated module of ``cls``: its sync module's last part (``deployment``)."""
+    return str(cls.__module__).rsplit(".", 1)[-1]
+
+
+def generate_flowstore() -> dict[str, str]:
+    """The files of the ``flowstore.aio.generated`` package (name -> text): one module per
+    repository and one for the job queue (each small), and ``__init__`` re-exporting them
+    with ``FlowstoreAsyncRepositories``, the typed attributes of every async unit of work."""
     from flowstore.queue import JobQueue
     from flowstore.uow import UnitOfWork
 
-    imports = _Imports()
-    imports.need("AsyncProxy", "from flowstore.aio.proxy import AsyncProxy")
-    imports.need("AsyncRepository", "from flowstore.aio.repository import AsyncRepository")
-    blocks = [
-        _class(repository_class, "AsyncRepository", imports)
-        for repository_class in UnitOfWork.repositories.values()
+    files: dict[str, str] = {}
+    exported: list[tuple[str, str]] = []  # (module, class)
+    targets: list[tuple[type[Any], str, str]] = [
+        (cls, "AsyncRepository", "from flowstore.aio.repository import AsyncRepository")
+        for cls in UnitOfWork.repositories.values()
     ]
-    blocks.append(_class(JobQueue, "AsyncProxy", imports))
+    targets.append((JobQueue, "AsyncProxy", "from flowstore.aio.proxy import AsyncProxy"))
+    for cls, base, base_import in targets:
+        imports = _Imports()
+        imports.need(base, base_import)
+        block = _class(cls, base, imports)
+        module = _module_name(cls)
+        doc = f"The typed async face of ``{cls.__module__}.{cls.__name__}``."
+        header = _HEADER.format(doc=doc, args=" --flowstore")
+        files[f"{module}.py"] = header + imports.render() + "\n\n" + block
+        exported.append((module, f"Async{cls.__name__}"))
+    lines = [f"from flowstore.aio.generated.{m} import {c}" for m, c in sorted(exported)]
     attributes = "".join(
         f"    {name}: Async{repository_class.__name__}\n"
         for name, repository_class in UnitOfWork.repositories.items()
     )
-    blocks.append(
-        "class FlowstoreAsyncRepositories:\n"
-        '    """The typed repository attributes of every async unit of work."""\n\n' + attributes
+    names = sorted([c for _m, c in exported] + ["FlowstoreAsyncRepositories"])
+    files["__init__.py"] = (
+        _HEADER.format(
+            doc="Typed async faces of flowstore's repositories and job queue.", args=" --flowstore"
+        )
+        + "\n".join(lines)
+        + "\n\n__all__ = [\n"
+        + "".join(f'    "{n}",\n' for n in names)
+        + "]\n\n\nclass FlowstoreAsyncRepositories:\n"
+        + '    """The typed repository attributes of every async unit of work."""\n\n'
+        + attributes
     )
-    doc = "Typed async faces of flowstore's repositories and job queue."
-    header = _HEADER.format(doc=doc, args=" --flowstore")
-    return header + imports.render() + "\n\n" + "\n\n".join(blocks)
+    return files
+
+
+def write_flowstore(folder: Path) -> None:
+    """Write the ``flowstore.aio.generated`` package into ``folder`` (replacing its modules)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files = generate_flowstore()
+    for stale in folder.glob("*.py"):
+        if stale.name not in files:
+            stale.unlink()
+    for name, text in files.items():
+        (folder / name).write_text(text, encoding="utf-8")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -291,11 +325,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flowstore.aio.codegen", description=__doc__)
     parser.add_argument("target", nargs="?", help="the unit of work, as 'package.module:Class'")
     parser.add_argument("-o", "--output", help="the file to write (default: standard output)")
-    parser.add_argument("--flowstore", action="store_true", help="flowstore's own module")
+    parser.add_argument(
+        "--flowstore", action="store_true", help="flowstore's own package (-o: its folder)"
+    )
     args = parser.parse_args(argv)
     if args.flowstore:
-        text = generate_flowstore()
-    elif args.target and ":" in args.target:
+        write_flowstore(Path(args.output or Path(__file__).parent / "generated"))
+        return 0
+    if args.target and ":" in args.target:
         module_name, _, class_name = args.target.partition(":")
         sys.path.insert(0, str(Path.cwd()))
         target = getattr(importlib.import_module(module_name), class_name)
