@@ -54,13 +54,22 @@ class _Anchor:
             flag_modified(self.target, self.key)
 
 
+_CONTAINERS = (dict, list)
+
+
 def _wrap(value: Any, anchor: _Anchor) -> Any:
     """``value`` with its dicts and lists made tracked containers of ``anchor``'s value (a
     tracked container of another value is copied: two values never share one)."""
     kind = type(value)
-    if kind is dict or (isinstance(value, dict) and getattr(value, "_anchor", None) is not anchor):
+    if kind is dict:
         return TrackedDict._make(value, anchor)
-    if kind is list or (isinstance(value, list) and getattr(value, "_anchor", None) is not anchor):
+    if kind is list:
+        return TrackedList._make(value, anchor)
+    if kind is TrackedDict or kind is TrackedList:
+        return value if value._anchor is anchor else kind._make(value, anchor)
+    if isinstance(value, dict):
+        return TrackedDict._make(value, anchor)
+    if isinstance(value, list):
         return TrackedList._make(value, anchor)
     return value
 
@@ -73,9 +82,11 @@ class TrackedDict(dict[str, Any]):
 
     @classmethod
     def _make(cls, items: Any, anchor: _Anchor) -> TrackedDict:
-        made = cls()
+        made = cls(items)  # one copy in C; then only the containers inside are replaced
         made._anchor = anchor
-        dict.update(made, ((key, _wrap(value, anchor)) for key, value in items.items()))
+        for key, value in made.items():
+            if isinstance(value, _CONTAINERS):
+                dict.__setitem__(made, key, _wrap(value, anchor))  # same key: no resize
         return made
 
     def __reduce__(self) -> tuple[Any, ...]:  # a copy or a pickle is a plain dict
@@ -128,8 +139,11 @@ class TrackedList(list[Any]):
 
     @classmethod
     def _make(cls, items: Iterable[Any], anchor: _Anchor) -> TrackedList:
-        made = cls(_wrap(value, anchor) for value in items)
+        made = cls(items)
         made._anchor = anchor
+        for index, value in enumerate(made):
+            if isinstance(value, _CONTAINERS):
+                list.__setitem__(made, index, _wrap(value, anchor))
         return made
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -196,10 +210,11 @@ class TrackedList(list[Any]):
 def tracked(value: Any, state: InstanceState[Any], key: str) -> Any:
     """``value`` as the tracked value of ``state``'s attribute ``key``; a value that is not a
     container is returned as it is, a container tracked for another attribute is copied."""
-    if not isinstance(value, dict | list):
-        return value
-    anchor = getattr(value, "_anchor", None)
-    if anchor is not None and anchor.owned_by(state, key):
+    kind = type(value)
+    if kind is TrackedDict or kind is TrackedList:
+        if value._anchor.owned_by(state, key):
+            return value
+    elif not isinstance(value, _CONTAINERS):
         return value
     return _wrap(value, _Anchor(state, key))
 
