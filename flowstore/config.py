@@ -43,6 +43,12 @@ class Settings(BaseSettings):
         default=SecretStr(DEV_API_KEY_SECRET),
         description="server-side HMAC key for API-key hashes",
     )
+    network_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        description="seconds a statement's round trip may take before the connection counts "
+        "as lost (ConnectionFailedError); see docs/faults.md",
+    )
 
     @field_validator("database_url")
     @classmethod

@@ -91,7 +91,11 @@ _RETRYABLE_SQLSTATES = {"40001", "40P01", "55P03"}  # serialization, deadlock, l
 _RETRYABLE_MYSQL = {1205, 1213, 1412, 1637}
 _UNIQUE_SQLSTATE = "23505"
 _MYSQL_DUPLICATE = {1062, 1586}
-_MYSQL_CONNECTION = {2002, 2003, 2005, 2006, 2013, 2014, 2026, 2055, 1040, 1045, 1049, 1927}
+# ... 1053: "server shutdown in progress", answered to the statements that meet a stopping server
+_MYSQL_CONNECTION = {2002, 2003, 2005, 2006, 2013, 2014, 2026, 2055, 1040, 1045, 1049, 1053, 1927}
+# the server cancelled a statement at its time limit (MariaDB max_statement_time, MySQL
+# max_execution_time; flowstore sets them just under network_timeout, see flowstore.engine)
+_MYSQL_STATEMENT_TIMEOUT = {1969, 3024}
 _SQLITE_UNIQUE_CODES = {1555, 2067}  # SQLITE_CONSTRAINT_PRIMARYKEY, SQLITE_CONSTRAINT_UNIQUE
 _MYSQL_SIGNAL = 1644  # a trigger's SIGNAL (the audit log's append-only guard)
 # incorrect value (e.g. a UUID MariaDB's UUID type will not store), incorrect string, bad JSON
@@ -183,6 +187,11 @@ def translate(exc: BaseException) -> FlowstoreError:
             # SQLite rolled the whole transaction back itself (disk full, I/O error), so the
             # SAVEPOINT's rollback failed too: the earlier error is the one that matters.
             return translate(earlier)
+        if _mysql_code(exc.orig) in _MYSQL_STATEMENT_TIMEOUT:
+            return TransactionFailedError(
+                "the server cancelled the statement at its time limit (flowstore sets it just "
+                f"under network_timeout): {_orig_message(exc)}"
+            )
         if _is_retryable(exc.orig):
             return TransactionFailedError(f"transaction failed, retry it: {_orig_message(exc)}")
         if _is_connection_problem(exc):
