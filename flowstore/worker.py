@@ -4,7 +4,10 @@
 ``Job`` (its ``payload``, ``attempts``, ...). A handler that returns acknowledges the job; one
 that raises fails it (retried with backoff until its attempts run out, then dead, with the
 traceback as its ``last_error``). A heartbeat thread extends the leases of the jobs the worker
-holds (claimed, not yet settled), so long jobs are not claimed again by another worker.
+holds (claimed, not yet settled), so long jobs are not claimed again by another worker. Settling
+a job rides out a database outage for as long as its lease lasts (``flowstore.settling``), so a
+job runs again only when its worker dies or stalls past its lease; a job whose lease ran out
+while it waited its turn in a batch (the worker stalled) is not started.
 
 SIGTERM or SIGINT (when run on the main thread) stops claiming: the jobs in hand are finished
 and acknowledged, claimed jobs not yet started are released, then ``run_worker`` returns. A
@@ -28,19 +31,11 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
-from sqlalchemy.orm import Session
-
-from flowstore.errors import (
-    ConcurrencyError,
-    ConnectionFailedError,
-    FlowstoreError,
-    InvalidInputError,
-    NotFoundError,
-    TransactionFailedError,
-)
+from flowstore.errors import FlowstoreError, InvalidInputError
 from flowstore.models.enums import JobStatus
 from flowstore.models.job import Job
-from flowstore.queue import JobQueue, LostClaimError, default_worker_id
+from flowstore.queue import JobQueue, default_worker_id
+from flowstore.settling import TRANSIENT, HeldJobs, settle
 from flowstore.store import Store
 
 __all__ = ["Handler", "add_arguments", "main", "resolve_handler", "run_from_args", "run_worker"]
@@ -49,10 +44,6 @@ log = logging.getLogger("flowstore.worker")
 
 #: What a worker runs per job: a callable taking the claimed ``Job``.
 Handler = Callable[[Job], Any]
-
-# Errors after which the database may answer again: back off and carry on.
-_TRANSIENT = (ConnectionFailedError, TransactionFailedError)
-_SETTLE_ATTEMPTS = 5
 
 
 def resolve_handler(handler: Handler | str) -> Handler:
@@ -112,7 +103,7 @@ class _Worker:
         self.fatal: FlowstoreError | None = None
         self._claimed = 0
         self._lock = threading.Lock()
-        self._held: dict[Any, Job] = {}
+        self.held = HeldJobs()
 
     def queue(self, worker_id: str) -> JobQueue:
         return JobQueue(
@@ -130,7 +121,7 @@ class _Worker:
                 break
             try:
                 jobs = queue.dequeue_many(want)
-            except _TRANSIENT as exc:
+            except TRANSIENT as exc:
                 self._unreserve(want)
                 log.warning("claiming from %r failed, retrying: %s", self.queue_name, exc)
                 self.stop.wait(max(self.poll_interval, 0.5))
@@ -141,7 +132,7 @@ class _Worker:
                 self.stop.set()
                 break
             self._unreserve(want - len(jobs))
-            self._hold(jobs)
+            self.held.hold(jobs)
             if not jobs:
                 if self.until_empty and self._drained(queue):
                     log.info("queue %r is empty: stopping", self.queue_name)
@@ -173,21 +164,13 @@ class _Worker:
     def _drained(self, queue: JobQueue) -> bool:
         try:
             counts = queue.counts()
-        except _TRANSIENT:
+        except TRANSIENT:
             return False
         return counts[JobStatus.QUEUED] + counts[JobStatus.RUNNING] == 0
 
-    def _hold(self, jobs: Sequence[Job]) -> None:
-        """Jobs claimed and not settled yet: the heartbeat keeps their leases."""
-        with self._lock:
-            for job in jobs:
-                self._held[job.id] = job
-
-    def _drop(self, job: Job) -> None:
-        with self._lock:
-            self._held.pop(job.id, None)
-
     def _process(self, queue: JobQueue, job: Job) -> None:
+        if not self.held.ours(queue, job):  # its lease ran out while the worker stalled
+            return
         error: str | None = None
         try:
             self.handler(job)
@@ -195,47 +178,13 @@ class _Worker:
             error = "".join(traceback.format_exception(exc)).rstrip()
             log.warning("job %s failed (attempt %d): %r", job.id, job.attempts, exc)
         finally:
-            self._drop(job)  # settled next: no more heartbeats
             with self._lock:
                 self.processed += 1
-        # Through the queue's core, which raises a lost claim, so that it is logged once, here,
-        # with what it means for this run (JobQueue.acknowledge and .fail log it themselves).
-        if error is None:
-            self._settle(queue, job, lambda s: queue.core.acknowledge(s, job), "acknowledge")
-        else:
-            failure = error
-            self._settle(queue, job, lambda s: queue.core.fail(s, job, failure), "fail")
-
-    def _settle(
-        self, queue: JobQueue, job: Job, step: Callable[[Session], object], verb: str
-    ) -> None:
-        """Acknowledge or fail ``job`` (``step``, in a transaction of its own), riding out a
-        short database outage."""
-        for attempt in range(1, _SETTLE_ATTEMPTS + 1):
-            try:
-                queue._run(step)
-                return
-            except LostClaimError as lost:  # routine: another worker has the job now
-                log.warning(
-                    "job %s ran, but its lease was lost before it settled: %s", job.id, lost
-                )
-                return
-            except NotFoundError:
-                log.error("job %s vanished (purged?) before it could %s", job.id, verb)
-                return
-            except _TRANSIENT as exc:
-                if attempt == _SETTLE_ATTEMPTS:
-                    log.error("could not %s job %s (it will run again): %s", verb, job.id, exc)
-                    return
-                log.warning("could not %s job %s, retrying: %s", verb, job.id, exc)
-                threading.Event().wait(min(0.2 * 2**attempt, 5.0))
-            except FlowstoreError as exc:
-                log.error("could not %s job %s (it will run again): %s", verb, job.id, exc)
-                return
+        settle(self.store, queue, self.held, job, error)
 
     def _release(self, queue: JobQueue, jobs: Sequence[Job]) -> None:
         for job in jobs:
-            self._drop(job)
+            self.held.drop(job)
             try:
                 queue.release(job)
             except FlowstoreError as exc:  # it comes back when its lease runs out
@@ -246,20 +195,7 @@ class _Worker:
     def heartbeat(self, done: threading.Event) -> None:
         """Extend the leases of the jobs held every third of a lease, until ``done``."""
         queue = self.queue(f"{default_worker_id()}/heartbeat"[:255])
-        interval = max(self.lease_seconds / 3, 0.05)
-        while not done.wait(interval):
-            with self._lock:
-                jobs = list(self._held.values())
-            for job in jobs:
-                try:
-                    queue.heartbeat(job)
-                except ConcurrencyError as exc:
-                    with self._lock:
-                        held = self._held.pop(job.id, None) is not None
-                    if held:  # not settled meanwhile: another worker has it now
-                        log.error("lost the lease of job %s while holding it: %s", job.id, exc)
-                except FlowstoreError as exc:
-                    log.warning("heartbeat of job %s failed: %s", job.id, exc)
+        self.held.keep_leases(queue, max(self.lease_seconds / 3, 0.05), done)
 
 
 @contextmanager
