@@ -6,6 +6,7 @@ the writer's thread gets to them, and failures are injected at the writer's inse
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import textwrap
@@ -18,8 +19,9 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine
 
-from flowstore import Store
-from flowstore.audit_writer import AuditWriteError, AuditWriter, FailedEntry
+from flowstore import Store, audit_batches
+from flowstore.audit_batches import AuditBatches
+from flowstore.audit_writer import AuditWriteError, AuditWriter, AuditWriterStats, FailedEntry
 from flowstore.errors import FlowstoreError, InvalidInputError
 from flowstore.models import AuditLog
 
@@ -192,12 +194,146 @@ def test_a_lasting_failure_is_reported_not_dropped(
     assert writer.stats.failed == 3 and writer.stats.written == 0
 
 
+def answer_lost(
+    monkeypatch: pytest.MonkeyPatch, writer: AuditWriter, landed: slice = slice(None)
+) -> list[int]:
+    """Make the writer's first insert commit ``rows[landed]`` and then fail as a connection
+    lost before the COMMIT's answer came back would."""
+    from sqlalchemy.exc import OperationalError
+
+    real = writer._insert
+    calls: list[int] = []
+
+    def insert(rows: list[Any]) -> None:
+        calls.append(len(rows))
+        if len(calls) == 1:
+            real(rows[landed])
+            raise OperationalError("COMMIT", None, Exception("server closed the connection"))
+        real(rows)
+
+    monkeypatch.setattr(writer, "_insert", insert)
+    return calls
+
+
+def test_a_batch_whose_commit_answer_was_lost_is_counted_stored_not_failed(
+    store: Store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    org = uuid.uuid4()
+    reported: list[FailedEntry] = []
+    caplog.set_level(logging.WARNING, logger="flowstore")
+    with AuditWriter(
+        store, flush_interval=3600, retry_delay=0, on_error=lambda e, f: reported.extend(f)
+    ) as writer:
+        calls = answer_lost(monkeypatch, writer)
+        ids = [writer.write(entry(org, n)) for n in range(40)]
+        writer.flush()  # nothing to raise: every entry is stored
+    assert calls == [40, 40]  # one retry, which finds them all there: no split to single rows
+    assert writer.stats == AuditWriterStats(
+        written=40, failed=0, pending=0, batches=0, retries=1, already_stored=40
+    )
+    assert reported == [] and writer.failed == []
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert sorted(r.id for r in stored(store, org)) == sorted(ids)
+
+
+def test_a_retry_stores_the_rest_of_a_batch_partly_stored(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    org = uuid.uuid4()
+    with AuditWriter(store, flush_interval=3600, retry_delay=0) as writer:
+        calls = answer_lost(monkeypatch, writer, landed=slice(0, 15))
+        ids = [writer.write(entry(org, n)) for n in range(40)]
+        writer.flush()
+    assert calls == [40, 40, 25]  # the retry meets 15 duplicates: the other 25 go in
+    assert writer.stats.written == 40 and writer.stats.already_stored == 15
+    assert writer.stats.failed == 0 and writer.stats.batches == 1
+    assert sorted(r.id for r in stored(store, org)) == sorted(ids)
+
+
+def test_a_writer_retries_through_an_outage_of_many_tries_by_default(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default budget is time (retry_for, 30 s), not a count of three retries."""
+    org = uuid.uuid4()
+    with AuditWriter(store, flush_interval=3600, retry_delay=0) as writer:
+        calls = failing_insert(monkeypatch, writer, failures=12)
+        for n in range(5):
+            writer.write(entry(org, n))
+        writer.flush()
+        assert writer.stats.retries == 12 and writer.stats.written == 5
+    assert calls == [5] * 13
+    assert len(stored(store, org)) == 5
+
+
+def test_past_its_budget_an_outage_fails_batches_without_holding_writers(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    org = uuid.uuid4()
+    writer = AuditWriter(store, batch_size=2, flush_interval=3600, retry_for=0)
+    calls = failing_insert(monkeypatch, writer, failures=1)
+    for n in range(6):
+        writer.write(entry(org, n))
+    with pytest.raises(AuditWriteError, match="6 audit entries"):
+        writer.flush()
+    assert calls == [2]  # the first batch is tried; the next two are given up on at once
+    assert [str(f.error).split(":")[0] for f in writer.failed[2:]] == ["not tried"] * 4
+    assert "server closed the connection" in str(writer.failed[2].error)  # the last error
+    threading.Event().wait(audit_batches.PROBE_INTERVAL)  # then a batch is tried again ...
+    later = writer.write(entry(org, 6))
+    writer.close()
+    assert calls == [2, 1]  # ... and the database answers: the outage is over
+    assert [r.id for r in stored(store, org)] == [later]
+    assert writer.stats.written == 1 and writer.stats.failed == 6
+
+
+def test_a_failed_entry_is_written_again_as_it_is(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    org = uuid.uuid4()
+    writer = AuditWriter(store, flush_interval=3600, retry_for=0)
+    failing_insert(monkeypatch, writer, failures=1)
+    first = writer.write(entry(org, 1, details={"ip": "10.0.0.1", "tags": ["a", "b"]}))
+    with pytest.raises(AuditWriteError) as caught:
+        writer.close()
+    (failed,) = caught.value.failed
+    assert failed.values["details"] == {"ip": "10.0.0.1", "tags": ["a", "b"]}
+    assert failed.values["id"] == first
+    with AuditWriter(store, flush_interval=3600) as again:
+        assert again.write(failed.values) == first
+        again.flush()
+        assert again.write(failed.values) == first  # once stored, a second time is a no-op
+    assert again.stats.written == 2 and again.stats.already_stored == 1
+    (row,) = stored(store, org)
+    assert row.id == first and row.details == {"ip": "10.0.0.1", "tags": ["a", "b"]}
+    assert row.created_at == failed.values["created_at"]
+
+
+def test_an_id_taken_by_another_entry_is_still_refused(store: Store) -> None:
+    """A duplicate id is "already stored" only when it is the same entry (same time too)."""
+    org = uuid.uuid4()
+    with AuditWriter(store, flush_interval=3600) as writer:
+        taken = writer.write(entry(org, 1))
+        writer.flush()
+        writer.write(entry(org, 2, id=taken))
+        with pytest.raises(AuditWriteError, match="duplicate"):
+            writer.flush()
+    assert writer.stats.already_stored == 0 and writer.stats.failed == 1
+    assert [r.resource_id for r in stored(store, org)] == ["dep-1"]
+
+
 def test_a_dead_writer_thread_is_reported_not_waited_for(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     org = uuid.uuid4()
     monkeypatch.setattr(threading, "excepthook", lambda args: None)  # the crash is expected
-    writer = AuditWriter(store, batch_size=10, max_pending=10, flush_interval=3600)
+    reported: list[FailedEntry] = []
+    writer = AuditWriter(
+        store,
+        batch_size=10,
+        max_pending=10,
+        flush_interval=3600,
+        on_error=lambda error, failed: reported.extend(failed),
+    )
 
     def crash(rows: list[Any]) -> None:
         raise SystemExit("not a database error")
@@ -214,7 +350,9 @@ def test_a_dead_writer_thread_is_reported_not_waited_for(
     with pytest.raises(FlowstoreError):
         writer.close(timeout=5)
     assert writer.stats.failed == 21 and writer.stats.pending == 0
-    assert len(writer.failed) == 21  # the stranded entries are kept, not dropped
+    assert len(reported) == 21  # the stranded entries are reported, not dropped
+    # ... and the writer keeps the latest max_pending of them: its memory stays bounded
+    assert [f.values for f in writer.failed] == [f.values for f in reported[-10:]]
 
 
 def test_back_pressure_keeps_memory_bounded_and_loses_nothing(store: Store) -> None:
@@ -285,7 +423,7 @@ def test_driver_rows_read_back_as_core_rows_do(store: Store) -> None:
     with store.unit_of_work() as uow:
         uow.audit_logs.add(AuditLog(**{**entry(org, 1), **fields}))
     with AuditWriter(store, flush_interval=3600) as writer:
-        assert (writer._statement is None) == (store.dialect == "postgresql")  # COPY there
+        assert (AuditBatches(store.engine).statement is None) == (store.dialect == "postgresql")
         writer.write({**entry(org, 2), **fields})
     columns = [
         c.name
@@ -306,7 +444,7 @@ def test_a_driver_taking_named_parameters_gets_the_rows_through_core(store: Stor
     org = uuid.uuid4()
     try:
         with AuditWriter(engine, flush_interval=3600) as writer:
-            assert writer._statement is None
+            assert AuditBatches(engine).statement is None
             ids = [writer.write(entry(org, n)) for n in range(3)]
     finally:
         engine.dispose()
