@@ -18,7 +18,7 @@ import threading
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
@@ -42,6 +42,8 @@ log = logging.getLogger("flowstore.worker")
 TRANSIENT = (ConnectionFailedError, TransactionFailedError)
 #: The longest pause between two attempts to settle a job (they start at a tenth of a second).
 MAX_SETTLE_PAUSE = 1.0
+#: The longest a job is retried while its lease lasts (longer when the lease is longer).
+MAX_SETTLE_SECONDS = 60.0
 #: How soon a heartbeat round that could not reach the database is tried again.
 HEARTBEAT_RETRY = 1.0
 
@@ -140,7 +142,9 @@ class HeldJobs:
 def settle(store: Store, queue: JobQueue, held: HeldJobs, job: Job, error: str | None) -> None:
     """Acknowledge ``job`` (``error`` is ``None``) or fail it with ``error``, each attempt in a
     transaction of its own, until it is settled, lost, or its lease ends; then log the truth.
-    ``job`` stays held (heartbeaten) meanwhile, and is dropped at the end."""
+    ``job`` stays held (heartbeaten) meanwhile, and is dropped at the end. The retries last
+    ``MAX_SETTLE_SECONDS`` (or one lease, if longer) at most: heartbeats that keep going while
+    every attempt fails do not hold the worker's thread for ever."""
     held.settling(job)
     try:
         _settle(store, queue, held, job, error)
@@ -158,6 +162,7 @@ def _settle(store: Store, queue: JobQueue, held: HeldJobs, job: Job, error: str 
             queue.core.fail(session, job, error)
 
     pause, attempt = 0.1, 0
+    give_up_at = queue.core.now() + timedelta(seconds=max(queue.lease_seconds, MAX_SETTLE_SECONDS))
     while True:
         attempt += 1
         try:
@@ -174,7 +179,7 @@ def _settle(store: Store, queue: JobQueue, held: HeldJobs, job: Job, error: str 
             log.error("job %s vanished (purged?) before it could %s", job.id, verb)
             return
         except TRANSIENT as exc:
-            left = _seconds_left(queue, held, job)
+            left = min(_seconds_left(queue, held, job), _seconds_to(queue, give_up_at))
             if left <= 0:
                 _report_unsettled(queue, job, verb, error, exc)
                 return
@@ -206,7 +211,11 @@ def _in_transaction(store: Store, step: Callable[[Session], None]) -> None:
 
 def _seconds_left(queue: JobQueue, held: HeldJobs, job: Job) -> float:
     until = held.lease_until(job)
-    return 0.0 if until is None else (until - queue.core.now()).total_seconds()
+    return 0.0 if until is None else _seconds_to(queue, until)
+
+
+def _seconds_to(queue: JobQueue, when: datetime) -> float:
+    return (when - queue.core.now()).total_seconds()
 
 
 def _failed_by_us(queue: JobQueue, job: Job, error: str) -> bool:

@@ -8,6 +8,7 @@ Only 127.0.0.1 is ever contacted; the "unreachable server" is a closed or silent
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import threading
 import time
@@ -20,7 +21,8 @@ from sqlalchemy import URL, Connection, create_engine, text
 from sqlalchemy.pool import QueuePool
 
 from flowstore import ConnectionFailedError, FlowstoreError, Settings, Store
-from flowstore.engine import normalize_url
+from flowstore.engine import engine_options, normalize_url
+from flowstore.errors import TransactionFailedError
 from flowstore.models import Template
 from tests.backends import ADMIN_URLS, SERVER_BACKENDS
 from tests.conftest import BACKENDS
@@ -302,3 +304,111 @@ def test_normalized_urls_keep_the_password_out_of_messages() -> None:
     with Store(url) as store:
         assert SECRET not in repr(store) and SECRET not in store.safe_url
         assert store.url.password == SECRET  # still usable for connecting
+
+
+# -- connection arguments: flowstore's and the caller's ------------------------------------------
+
+
+def _server_says(store: Store, query: str) -> Any:
+    with store.engine.connect() as conn:
+        return conn.execute(text(query)).scalar_one()
+
+
+@pytest.mark.parametrize("backend", DROPPABLE_BACKENDS, indirect=True)
+def test_the_callers_connect_args_add_to_flowstores(
+    backend: str, database_url: URL, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``connect_args={"options": ...}`` used to replace flowstore's: the application name,
+    the connect timeout and, on MySQL, the session's UTC time zone were gone."""
+    if backend == "postgresql":
+        extra = {"options": "-c statement_timeout=4321"}
+    else:
+        extra = {"init_command": "SET SESSION sql_mode = 'ANSI_QUOTES,STRICT_ALL_TABLES'"}
+    with Store(database_url, connect_args=extra) as store:
+        attempts = _record_connect_arguments(store, monkeypatch)
+        if backend == "postgresql":
+            assert _server_says(store, "SHOW statement_timeout") == "4321ms"
+            assert _server_says(store, "SHOW application_name") == "flowstore"
+            assert attempts[0]["tcp_user_timeout"] == 29_500
+        else:
+            assert "ANSI_QUOTES" in _server_says(store, "SELECT @@session.sql_mode")
+            assert _server_says(store, "SELECT @@session.time_zone") == "+00:00"
+            assert float(_server_says(store, "SELECT @@session.max_statement_time")) == 29.0
+        assert attempts[0]["connect_timeout"] == 10
+
+
+@pytest.mark.parametrize("backend", DROPPABLE_BACKENDS, indirect=True)
+def test_where_both_set_a_connection_argument_the_callers_wins(
+    backend: str, database_url: URL, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Key by key, the caller's value wins; on MySQL/MariaDB the session's UTC time zone is
+    set after connecting, so it holds whatever the caller's ``init_command`` does."""
+    if backend == "postgresql":
+        extra: dict[str, Any] = {"application_name": "billing", "tcp_user_timeout": 12_000}
+    else:
+        extra = {"read_timeout": 7, "init_command": "SET SESSION time_zone = '+02:00'"}
+    with Store(database_url, connect_args=extra) as store:
+        attempts = _record_connect_arguments(store, monkeypatch)
+        if backend == "postgresql":
+            assert _server_says(store, "SHOW application_name") == "billing"
+            assert attempts[0]["tcp_user_timeout"] == 12_000
+            assert attempts[0]["keepalives_idle"] == 10  # flowstore's, where the caller is silent
+        else:
+            assert _server_says(store, "SELECT @@session.time_zone") == "+00:00"
+            # the server's statement limit follows the caller's read timeout: a second under it
+            assert float(_server_says(store, "SELECT @@session.max_statement_time")) == 6.0
+            options = engine_options(store.url, Settings(), {"connect_args": extra})
+            assert options["connect_args"]["read_timeout"] == 7
+        assert attempts[0]["connect_timeout"] == 10
+
+
+@pytest.mark.parametrize("backend", DROPPABLE_BACKENDS, indirect=True)
+def test_network_timeout_bounds_a_round_trip_without_cutting_a_slow_statement(
+    backend: str, database_url: URL, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL: libpq's TCP bounds see a silent network, not a slow statement, which runs
+    to its end. MySQL/MariaDB: the read timeout would cut a slow statement, so the server
+    cancels it first (max_statement_time, a second under the bound), with a clear error, and
+    the connection stays good."""
+    settings = Settings(network_timeout=2)
+    with Store(database_url, settings=settings) as store:
+        attempts = _record_connect_arguments(store, monkeypatch)
+        if backend == "postgresql":
+            assert _server_says(store, "SELECT pg_sleep(2.5)::text") == ""
+            bounds = {k: attempts[0][k] for k in ("tcp_user_timeout", "keepalives_idle")}
+            assert bounds == {"tcp_user_timeout": 1500, "keepalives_idle": 1}
+            assert (attempts[0]["keepalives"], attempts[0]["keepalives_interval"]) == (1, 1)
+        else:
+            connect_args = engine_options(store.url, settings)["connect_args"]
+            assert (connect_args["read_timeout"], connect_args["write_timeout"]) == (2, 2)
+            assert float(_server_says(store, "SELECT @@session.max_statement_time")) == 1.0
+            with (
+                pytest.raises(TransactionFailedError, match="time limit"),
+                store.unit_of_work() as uow,
+            ):
+                uow.session.execute(text("SELECT SLEEP(1.5)"))
+            assert _server_says(store, "SELECT 1") == 1
+            assert len(attempts) == 1  # the same connection: the server cancelled, not the client
+
+
+@pytest.mark.parametrize("backend", [b for b in DROPPABLE_BACKENDS if b == "mysql"], indirect=True)
+def test_a_connection_lost_before_it_is_reset_is_one_warning_and_is_replaced(
+    backend: str, database_url: URL, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server drops a connection (a crash, a restart) after its last statement and before
+    it is rolled back on its way back to the pool: one warning line, not an "Exception during
+    reset" traceback at ERROR, and the next unit of work gets a fresh connection. (psycopg
+    sends no rollback for a connection with no transaction open, so PostgreSQL never meets
+    this.)"""
+    caplog.set_level(logging.INFO)
+    settings = Settings(pool_size=1, max_overflow=0)
+    with Store(database_url, settings=settings) as store:
+        with store.engine.connect() as conn:
+            session_id = _backend_id(conn)
+            conn.commit()
+            _kill(backend, session_id)
+        assert _session_id(store) != session_id
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [], [r.getMessage() for r in errors]
+    lost = [r for r in caplog.records if "lost before it went back to the pool" in r.getMessage()]
+    assert len(lost) == 1 and lost[0].levelno == logging.WARNING and lost[0].exc_info is None

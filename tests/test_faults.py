@@ -8,10 +8,18 @@
   read-only mode) answers reads and refuses writes with a clear flowstore error.
 * A full disk (SQLite with a small ``max_page_count``) is a clear flowstore error, the unit of
   work is rolled back, and what was committed before is intact.
+* A worker settles its jobs through a database outage for as long as their lease lasts (the
+  outage is injected at the queue core, so these run on every backend), and what it logs
+  about a job is what became of it.
+
+The fault suite (``make test-faults``, tests/faults/) breaks servers of its own.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,12 +27,14 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, create_engine, event, make_url, text
+from sqlalchemy.orm import Session
 
-from flowstore import Settings, Store
-from flowstore.engine import engine_options
+from flowstore import Store
 from flowstore.errors import ConnectionFailedError, FlowstoreError
-from flowstore.models import Organization
+from flowstore.models import Job, JobStatus, Organization
+from flowstore.queue import JobQueue, QueueCore
 from flowstore.uow import UnitOfWork
+from flowstore.worker import run_worker
 from tests.backends import ADMIN_URLS, SERVER_BACKENDS
 
 
@@ -144,14 +154,12 @@ def read_only(backend: str, server_stores: dict[str, Store], tmp_path: Path) -> 
         writable = server_stores[backend]
         with writable.unit_of_work() as uow:
             uow.organizations.add(Organization(name="existing", slug=slug))
-        connect_args: dict[str, Any] = dict(
-            engine_options(writable.url, Settings())["connect_args"]
-        )
-        if backend == "postgresql":
-            connect_args["options"] = "-c default_transaction_read_only=on"
-            store = Store(writable.url, connect_args=connect_args)
+        if backend == "postgresql":  # merged with flowstore's connection arguments
+            store = Store(
+                writable.url, connect_args={"options": "-c default_transaction_read_only=on"}
+            )
         else:
-            store = Store(writable.url, connect_args=connect_args)
+            store = Store(writable.url)
 
             @event.listens_for(store.engine, "connect")
             def _read_only(dbapi_connection: Any, record: Any) -> None:
@@ -216,3 +224,166 @@ def test_a_full_disk_is_a_clear_error_and_loses_nothing_committed(
             uow.organizations.add(Organization(name="small", slug="small"))
         with store.unit_of_work() as uow:
             assert uow.organizations.count() == 2
+
+
+# -- a worker settling its jobs through an outage --------------------------------------------
+
+
+def _outage(
+    monkeypatch: pytest.MonkeyPatch,
+    method: str,
+    *,
+    failures: int | None = None,
+    for_seconds: float | None = None,
+    lands: bool = False,
+    thread: str | None = None,
+) -> list[str]:
+    """Make ``QueueCore.<method>`` fail as a lost connection does: its first ``failures``
+    calls, or those of the first ``for_seconds``, or every call (of ``thread`` only, when
+    given). With ``lands``, the call commits first, in a transaction of its own: only its
+    answer is lost. Returns what each call did ("failed", "landed", "ok")."""
+    real = getattr(QueueCore, method)
+    calls: list[str] = []
+    started = time.monotonic()
+
+    def patched(core: QueueCore, session: Session, *args: Any, **kwargs: Any) -> Any:
+        mine = thread is None or threading.current_thread().name == thread
+        failing = mine and (
+            (failures is None or len(calls) < failures)
+            and (for_seconds is None or time.monotonic() - started < for_seconds)
+        )
+        if not failing:
+            calls.append("ok")
+            return real(core, session, *args, **kwargs)
+        if lands:
+            with Session(session.get_bind()) as own, own.begin():
+                real(core, own, *args, **kwargs)
+        calls.append("landed" if lands else "failed")
+        raise ConnectionFailedError("database connection failed: server closed the connection")
+
+    monkeypatch.setattr(QueueCore, method, patched)
+    return calls
+
+
+def _worker_says(caplog: pytest.LogCaptureFixture, level: int = logging.WARNING) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name.startswith("flowstore") and r.levelno >= level
+    ]
+
+
+def test_a_worker_settles_a_job_through_an_outage_longer_than_five_tries(
+    store: Store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """It used to give up after five tries (about 6 s), whatever the lease: the job ran again."""
+    job_id = store.queue("work").enqueue({})
+    calls = _outage(monkeypatch, "acknowledge", failures=6)
+    caplog.set_level(logging.INFO, logger="flowstore")
+    assert run_worker(store, "work", lambda job: None, max_jobs=1, poll_interval=0.05) == 1
+    assert calls == ["failed"] * 6 + ["ok"]
+    job = store.queue("work").get(job_id)
+    assert (job.status, job.attempts) == (JobStatus.DONE, 1)
+    assert not [m for m in _worker_says(caplog, logging.ERROR)]
+    assert not [m for m in _worker_says(caplog) if "run again" in m or "runs again" in m]
+
+
+def test_a_job_being_settled_keeps_its_lease(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While its acknowledgement fails, the heartbeat keeps the job's lease: no other worker
+    can claim it, however long the outage lasts within the lease."""
+    job_id = store.queue("work").enqueue({})
+    thief = JobQueue(store, "work", worker_id="thief")
+    stolen: list[Job] = []
+    polls = [0]
+    stop_polling = threading.Event()
+
+    def poll() -> None:
+        while not stop_polling.wait(0.05):
+            polls[0] += 1
+            job = thief.dequeue()
+            if job is not None:
+                stolen.append(job)
+
+    calls = _outage(monkeypatch, "acknowledge", for_seconds=2.0)
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    try:
+        run_worker(
+            store, "work", lambda job: None, lease_seconds=0.6, max_jobs=1, poll_interval=0.05
+        )
+    finally:
+        stop_polling.set()
+        poller.join(10)
+    assert calls[-1] == "ok" and calls.count("failed") >= 5  # the outage outlasted 3 leases
+    assert polls[0] > 10 and stolen == []
+    assert store.queue("work").get(job_id).status is JobStatus.DONE
+
+
+def test_a_failure_whose_answer_was_lost_is_not_reported_as_a_lost_lease(
+    store: Store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    job_id = store.queue("work").enqueue({})
+    calls = _outage(monkeypatch, "fail", failures=1, lands=True)
+    caplog.set_level(logging.INFO, logger="flowstore")
+
+    def handler(job: Job) -> None:
+        raise RuntimeError("no capacity")
+
+    run_worker(store, "work", handler, max_jobs=1, poll_interval=0.05)
+    assert calls[0] == "landed"
+    job = store.queue("work").get(job_id)
+    assert (job.status, job.attempts) == (JobStatus.QUEUED, 1)
+    assert job.last_error is not None and "no capacity" in job.last_error
+    assert not [m for m in _worker_says(caplog) if "lost" in m]
+    assert [m for m in _worker_says(caplog, logging.INFO) if "answer was lost had landed" in m]
+
+
+def test_acknowledgements_whose_answers_are_all_lost_are_found_done(
+    store: Store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every answer is lost until the lease ends; reading the job back shows it done under
+    this claim, which is what the worker says (it used to say "it will run again")."""
+    job_id = store.queue("work").enqueue({})
+    calls = _outage(monkeypatch, "acknowledge", lands=True)
+    caplog.set_level(logging.INFO, logger="flowstore")
+    run_worker(store, "work", lambda job: None, lease_seconds=1, max_jobs=1, poll_interval=0.05)
+    assert set(calls) == {"landed"} and len(calls) >= 2
+    job = store.queue("work").get(job_id)
+    assert (job.status, job.attempts) == (JobStatus.DONE, 1)
+    assert not _worker_says(caplog, logging.ERROR)
+    assert not [m for m in _worker_says(caplog) if "again" in m]
+    done = [m for m in _worker_says(caplog, logging.INFO) if str(job_id) in m and "landed" in m]
+    assert len(done) == 1 and "acknowledged" in done[0]
+
+
+def test_a_stalled_worker_does_not_start_a_job_whose_lease_ran_out_in_its_batch(
+    store: Store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its heartbeats cannot reach the database while the first job of a batch of two runs
+    past the lease; another worker claims both meanwhile. The stalled worker's acknowledgement
+    of the first is refused, and it leaves the second alone."""
+    queue = store.queue("work")
+    first_id = queue.enqueue({"n": 1}, priority=1)
+    second_id = queue.enqueue({"n": 2})
+    _outage(monkeypatch, "heartbeat", thread="flowstore-heartbeat")
+    thief = JobQueue(store, "work", worker_id="thief")
+    handled: list[int] = []
+    caplog.set_level(logging.INFO, logger="flowstore")
+
+    def handler(job: Job) -> None:
+        handled.append(job.payload["n"])
+        if job.payload["n"] == 1:
+            threading.Event().wait(1.0)  # past the 0.5 s lease of both jobs
+            assert {j.id for j in thief.dequeue_many(2)} == {first_id, second_id}
+
+    processed = run_worker(
+        store, "work", handler, batch=2, max_jobs=2, lease_seconds=0.5, poll_interval=0.05
+    )
+    assert handled == [1] and processed == 1
+    for job_id in (first_id, second_id):
+        job = queue.get(job_id)
+        assert (job.status, job.locked_by, job.attempts) == (JobStatus.RUNNING, "thief", 2)
+    refused = [m for m in _worker_says(caplog) if str(first_id) in m and "lost" in m]
+    assert len(refused) == 1 and "ran, but its lease was lost" in refused[0]
+    skipped = [m for m in _worker_says(caplog) if str(second_id) in m and "heartbeat" not in m]
+    assert len(skipped) == 1 and "not started" in skipped[0]
