@@ -52,7 +52,9 @@ HEARTBEAT_RETRY = 1.0
 class _Holding:
     job: Job
     lease_until: datetime | None  # as last set by this worker (claim or heartbeat)
-    settling: bool = False
+    started: bool = False  # its handler has been called
+    settling: bool = False  # its handler is done
+    lost: LostClaimError | None = None  # found by the heartbeat before it was started
 
 
 class HeldJobs:
@@ -84,26 +86,33 @@ class HeldJobs:
             holding = self._held.get(job.id)
             return None if holding is None else holding.lease_until
 
-    def ours(self, queue: JobQueue, job: Job) -> bool:
-        """Whether ``job`` may still be started: held, and its lease not over (one that ran
-        out while the worker stalled is renewed if no other worker has claimed the job)."""
-        until = self.lease_until(job)
-        if until is None:
+    def start(self, queue: JobQueue, job: Job) -> bool:
+        """Whether ``job`` may be started now, which it then is: held, not found lost, and its
+        lease not over (one that ran out while the worker stalled is renewed, unless another
+        worker has claimed the job meanwhile)."""
+        with self._lock:
+            holding = self._held.get(job.id)
+            lost = None if holding is None else holding.lost
+            until = None if holding is None else holding.lease_until
+        if holding is None:
             return False
-        if until > queue.core.now():
-            return True
-        try:
-            self._renew(job, queue.heartbeat(job))
-        except FlowstoreError as exc:
+        why: FlowstoreError | None = lost
+        if why is None and until is not None and until <= queue.core.now():
+            try:
+                self._renew(job, queue.heartbeat(job))
+            except FlowstoreError as exc:
+                why = exc
+        if why is not None:
             self.drop(job)
             log.warning(
-                "job %s not started: its lease ended at %s before its turn came and it could "
-                "not be renewed (%s); it runs again once claimed anew",
+                "job %s not started: its lease ran out before its turn came (the worker "
+                "stalled) and it is not this worker's any more (%s); it runs under its new claim",
                 job.id,
-                until.isoformat(),
-                exc,
+                why,
             )
             return False
+        with self._lock:
+            holding.started = True
         return True
 
     def _renew(self, job: Job, until: datetime) -> None:
@@ -119,24 +128,29 @@ class HeldJobs:
         while not done.wait(pause):
             pause = interval
             with self._lock:
-                holdings = list(self._held.values())
+                holdings = [h for h in self._held.values() if h.lost is None]
             for holding in holdings:
-                job = holding.job
                 try:
-                    self._renew(job, queue.heartbeat(job))
+                    self._renew(holding.job, queue.heartbeat(holding.job))
                 except LostClaimError as exc:
-                    with self._lock:
-                        current = self._held.get(job.id)
-                        lost = current is not None and not current.settling
-                        if lost:
-                            del self._held[job.id]
-                    if lost:  # a job being settled is left to settle(), which finds out
-                        log.error("lost the lease of job %s while holding it: %s", job.id, exc)
+                    self._lost(holding, exc)
                 except FlowstoreError as exc:
-                    log.warning("heartbeat of job %s failed: %s", job.id, exc)
+                    log.warning("heartbeat of job %s failed: %s", holding.job.id, exc)
                     if isinstance(exc, TRANSIENT):
                         pause = min(interval, HEARTBEAT_RETRY)
                         break
+
+    def _lost(self, holding: _Holding, exc: LostClaimError) -> None:
+        """A heartbeat found the claim lost: a job being settled is left to ``settle`` (which
+        finds out), one not started yet to ``start``; a running one is reported now."""
+        with self._lock:
+            if holding.settling or self._held.get(holding.job.id) is not holding:
+                return
+            if not holding.started:
+                holding.lost = exc
+                return
+            del self._held[holding.job.id]
+        log.error("lost the lease of job %s while running it: %s", holding.job.id, exc)
 
 
 def settle(store: Store, queue: JobQueue, held: HeldJobs, job: Job, error: str | None) -> None:

@@ -169,7 +169,7 @@ class _Worker:
         return counts[JobStatus.QUEUED] + counts[JobStatus.RUNNING] == 0
 
     def _process(self, queue: JobQueue, job: Job) -> None:
-        if not self.held.ours(queue, job):  # its lease ran out while the worker stalled
+        if not self.held.start(queue, job):  # its lease ran out while the worker stalled
             return
         error: str | None = None
         try:
