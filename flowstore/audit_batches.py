@@ -36,7 +36,13 @@ PROBE_INTERVAL = 1.0
 
 
 class AuditBatches:
-    """Stores batches of audit rows (``entry_row``'s) on ``engine``."""
+    """Stores batches of audit rows (``entry_row``'s) on ``engine``.
+
+    The driver statement and its bind processors are made once connected: before its first
+    connection a MySQL dialect does not know it talks to MariaDB, and the column types it
+    resolved then (a ``Uuid`` as text rather than MariaDB's native ``uuid``) would stay so for
+    the engine's every statement.
+    """
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -44,7 +50,21 @@ class AuditBatches:
         # COPY where psycopg is the driver; elsewhere the driver's executemany, or Core's
         copy = dialect.name == "postgresql" and dialect.driver == "psycopg"
         self.copy_sql = copy_statement(dialect, TABLE, COLUMNS) if copy else None
-        self.statement = None if copy else _driver_statement(dialect)
+        self._statement: tuple[str, Processors] | None = None
+        self._made = copy  # COPY needs no driver statement
+
+    @property
+    def statement(self) -> tuple[str, Processors] | None:
+        """The driver's INSERT and the columns' bind processors; ``None`` where COPY is used
+        or the driver takes named parameters only (Core's INSERT then)."""
+        if not self._made:
+            with self.engine.connect() as conn:
+                self._make(conn.dialect)
+        return self._statement
+
+    def _make(self, dialect: Dialect) -> None:
+        self._statement = _driver_statement(dialect)
+        self._made = True
 
     def insert(self, rows: Sequence[Row]) -> None:
         """Insert ``rows`` in one transaction (SQLAlchemy's errors, as Core raises them)."""
@@ -52,7 +72,9 @@ class AuditBatches:
             if self.copy_sql is not None:
                 copy_rows(conn, self.copy_sql, rows)
                 return
-            statement = self.statement
+            if not self._made:
+                self._make(conn.dialect)
+            statement = self._statement
             if statement is None:  # a dialect with named parameters: Core makes the rows
                 conn.execute(
                     insert(CORE_TABLE), [dict(zip(COLUMNS, row, strict=True)) for row in rows]

@@ -451,3 +451,16 @@ def test_a_driver_taking_named_parameters_gets_the_rows_through_core(store: Stor
     rows = {r.id: r for r in stored(store, org)}
     assert set(rows) == set(ids)
     assert rows[ids[2]].details == {"n": 2} and rows[ids[2]].resource_id == "dep-2"
+
+
+def test_a_writer_made_before_the_first_connection_leaves_uuids_alone(store: Store) -> None:
+    """On MariaDB a MySQL dialect learns at its first connection that ``uuid`` is native: a
+    writer made before it must not fix the id column's handling for the engine's life (ids
+    then read back as text)."""
+    org = uuid.uuid4()
+    with Store(store.url) as fresh:  # not connected yet
+        with AuditWriter(fresh, flush_interval=3600) as writer:
+            written = writer.write(entry(org, 1))
+        with fresh.unit_of_work() as uow:
+            (row,) = uow.audit_logs.query(org)
+    assert row.id == written and isinstance(row.id, uuid.UUID)
