@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 MIN_VENV := .venv-min
 MIN_PINS := 'sqlalchemy[asyncio]==2.0.36' 'alembic==1.14.0'
 
-.PHONY: run test test-sqlite test-min lint typecheck migrate bench clean
+.PHONY: run test test-sqlite test-min test-faults lint typecheck migrate bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ test-min: $(MIN_VENV)/.installed  ## the SQLite suite on the lowest SQLAlchemy a
 
 test-sqlite: $(STAMP)
 	FLOWSTORE_TEST_BACKENDS=sqlite $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-faults: $(STAMP)  ## servers of its own crashed, stopped and cut off (root; docs/faults.md)
+	$(BIN)/python -m pytest tests/faults -n 2 $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

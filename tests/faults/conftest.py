@@ -27,7 +27,7 @@ from flowstore import Settings, Store
 from flowstore.errors import FlowstoreError
 from tests.backends import in_ci
 from tests.faults.handlers import RECORD_DIR
-from tests.faults.network import leftover_rules
+from tests.faults.network import remove_leftovers
 from tests.faults.servers import MariaDBServer, PostgresCluster, Server
 
 HERE = Path(__file__).resolve().parent
@@ -73,13 +73,12 @@ def require(*needs: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _nothing_left_behind() -> Iterator[None]:
-    """After the suite: no iptables rule of its own is left (a rule left would cut a port)."""
+@pytest.fixture(autouse=True)
+def _no_rule_left_behind() -> Iterator[None]:
+    """After each test: no iptables rule of its own is left (it would cut a port off)."""
     yield
-    if shutil.which("iptables") and os.geteuid() == 0:
-        left = leftover_rules()
-        assert left == [], f"iptables rules left behind: {left}"
+    left = remove_leftovers()
+    assert left == [], f"iptables rules left behind (now removed): {left}"
 
 
 @pytest.fixture(params=["postgresql", "mariadb"])

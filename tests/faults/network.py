@@ -24,22 +24,25 @@ def _rule(port: int, direction: str) -> list[str]:
             "-j", "DROP"]  # fmt: skip
 
 
+#: The rules this process put in place and has not removed yet.
+ACTIVE: list[list[str]] = []
+
+
 def drop(port: int, *, replies_only: bool = False) -> list[list[str]]:
     """Drop the packets of ``port`` (only the server's replies, with ``replies_only``); the
     rules, for ``restore``."""
-    rules = (
-        [_rule(port, "--sport")]
-        if replies_only
-        else [_rule(port, d) for d in ("--dport", "--sport")]
-    )
+    directions = ("--sport",) if replies_only else ("--dport", "--sport")
+    rules = [_rule(port, direction) for direction in directions]
     for rule in rules:
         _iptables("-I", *rule)
+        ACTIVE.append(rule)
     return rules
 
 
 def restore(rules: list[list[str]]) -> None:
     for rule in rules:
         _iptables("-D", *rule)
+        ACTIVE.remove(rule)
 
 
 @contextmanager
@@ -52,13 +55,8 @@ def cut_off(port: int) -> Iterator[None]:
         restore(rules)
 
 
-def leftover_rules() -> list[str]:
-    """Rules of this suite still in place (none, after a clean run)."""
-    listed = subprocess.run(
-        ["iptables", "-w", "5", "-S", "INPUT"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
-    return [line for line in listed.stdout.splitlines() if COMMENT in line]
+def remove_leftovers() -> list[list[str]]:
+    """Remove the rules this process left in place (none, after a clean run); which they were."""
+    left = list(ACTIVE)
+    restore(left)
+    return left
