@@ -24,6 +24,7 @@ from flowstore.audit_batches import AuditBatches
 from flowstore.audit_writer import AuditWriteError, AuditWriter, AuditWriterStats, FailedEntry
 from flowstore.errors import FlowstoreError, InvalidInputError
 from flowstore.models import AuditLog
+from tests.conftest import BACKENDS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -453,6 +454,7 @@ def test_a_driver_taking_named_parameters_gets_the_rows_through_core(store: Stor
     assert rows[ids[2]].details == {"n": 2} and rows[ids[2]].resource_id == "dep-2"
 
 
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b == "mysql"], indirect=True)
 def test_a_writer_made_before_the_first_connection_leaves_uuids_alone(store: Store) -> None:
     """On MariaDB a MySQL dialect learns at its first connection that ``uuid`` is native: a
     writer made before it must not fix the id column's handling for the engine's life (ids
