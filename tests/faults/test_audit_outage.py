@@ -80,6 +80,7 @@ def test_twenty_thousand_entries_across_an_outage_and_a_lost_answer(
 
     written = set(ids)
     failed = {entry.values["id"] for entry in reported}
+    print(f"figures: {stats}, lost answer's batch {lost.get('rows')}, stored {len(stored)}")
     assert len(ids) == len(written) == ENTRIES
     assert stored | failed == written  # every entry stored or reported ...
     assert stored & failed == set()  # ... and none reported that is stored

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -99,6 +100,8 @@ def test_a_partition_fails_every_call_within_the_bound_and_the_pool_recovers(
 
     during = [c for c in calls if 0 <= c.began - origin < seconds]
     slowest = max(c.took for c in calls)
+    failures = Counter(c.kind for c in during if c.outcome != "ok")
+    print(f"figures: {len(calls)} calls, slowest {slowest:.2f}s, failed while cut off {failures}")
     assert slowest <= BOUND, sorted(calls, key=lambda c: -c.took)[:5]
     assert {c.outcome for c in calls} <= {"ok", "ConnectionFailedError"}
     for kind in kinds:

@@ -51,6 +51,7 @@ def _drain_through_outages(
     alive = [w.pid for w in workers if w.process.poll() is None]
     stop_all(workers)
     runs = run_counts(record_dir)
+    print(f"figures: {_settled(counts)}, {sum(runs.values())} runs of {len(runs)} jobs")
     assert _settled(counts) == {"queued": 0, "running": 0, "done": JOBS, "dead": 0}
     assert len(alive) == 4  # the workers survived both outages
     assert set(runs) == ids  # 0 lost
@@ -118,6 +119,7 @@ def test_a_killed_and_a_stopped_worker_lose_nothing_and_rerun_only_their_own_job
     assert killed.process.wait(timeout=60) == -signal.SIGKILL
     stop_all([w for w in workers if w is not killed])
     runs = run_counts(record_dir)
+    print(f"figures: {_settled(counts)}, twice {[n for n in runs.values() if n > 1]}")
     assert _settled(counts) == {"queued": 0, "running": 0, "done": len(regular) + 2, "dead": 0}
     assert set(runs) == regular | {killed_job, stopped_job}  # nothing lost
     assert len(killed_mate) == len(stopped_mate) == 1  # each held one more job, not started

@@ -81,6 +81,7 @@ def test_increments_across_crashes_equal_the_commits_reported(
     told = Counter(outcomes.values())
     failed = {token for token, outcome in outcomes.items() if outcome != "committed"}
     landed = failed & tokens  # told "failed", but the COMMIT had landed: its answer was lost
+    print(f"figures: counter {final}, told {dict(told)}, lost answers {len(landed)}")
     assert not any(thread.is_alive() for thread in threads)
     assert set(told) <= {"committed", "ConnectionFailedError", "TransactionFailedError"}
     assert told["ConnectionFailedError"] >= 2  # each crash failed the calls in flight
