@@ -38,6 +38,7 @@ __all__ = [
     "OneHolderPool",
     "build_engine",
     "engine_options",
+    "install_server_hooks",
     "install_sqlite_hooks",
     "is_memory_sqlite",
     "merge_options",
@@ -253,10 +254,7 @@ def build_engine(url: str | URL, settings: Settings, **overrides: Any) -> Engine
     (``connect_args`` merged with flowstore's, see :func:`merge_options`)."""
     parsed = normalize_url(url)
     options = engine_options(parsed, settings, overrides)
-    server = parsed.get_backend_name() in {"postgresql", "mysql", "mariadb"}
-    quiet_reset = server and "pool_reset_on_return" not in overrides
-    if quiet_reset:
-        options["pool_reset_on_return"] = None  # _reset_quietly does it
+    quiet_reset = resets_quietly(parsed, options, overrides)
     try:
         engine = create_engine(parsed, **options)
     except (sa_exc.ArgumentError, sa_exc.NoSuchModuleError, TypeError, ValueError) as exc:
@@ -268,13 +266,31 @@ def build_engine(url: str | URL, settings: Settings, **overrides: Any) -> Engine
     if parsed.get_backend_name() == "sqlite":
         install_sqlite_hooks(engine, settings, is_memory_sqlite(parsed))
         return engine
-    if parsed.get_backend_name() in {"mysql", "mariadb"}:
+    install_server_hooks(engine, settings, options, quiet_reset=quiet_reset)
+    return engine
+
+
+def resets_quietly(url: URL, options: dict[str, Any], overrides: Mapping[str, Any]) -> bool:
+    """Whether a server engine's pool gets flowstore's quiet reset (``_reset_quietly``): then
+    ``options`` tell SQLAlchemy not to reset connections itself."""
+    server = url.get_backend_name() in {"postgresql", "mysql", "mariadb"}
+    quiet = server and "pool_reset_on_return" not in overrides
+    if quiet:
+        options["pool_reset_on_return"] = None
+    return quiet
+
+
+def install_server_hooks(
+    engine: Engine, settings: Settings, options: Mapping[str, Any], *, quiet_reset: bool
+) -> None:
+    """What a server engine gets once made (the sync engine of an ``AsyncEngine`` too): the
+    bounded MySQL handshake and statement limit, the quiet reset, the timed pre-ping."""
+    if engine.dialect.name in {"mysql", "mariadb"}:
         _bound_mysql(engine, options.get("connect_args") or {})
     if quiet_reset:
         _reset_quietly(engine)
     if options.get("pool_pre_ping"):
         _bound_pre_ping(engine, settings.network_timeout)
-    return engine
 
 
 def _bound_mysql(engine: Engine, connect_args: Mapping[str, Any]) -> None:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, select
 from sqlalchemy.orm import DeclarativeBase, Session
 
 from flowstore import Store
@@ -26,9 +26,12 @@ class Plain(DeclarativeBase):
     """The same columns, mapped without flowstore's listeners."""
 
 
+_TABLE = cast(Table, Deployment.__table__).to_metadata(Plain.metadata)  # the same columns
+
+
 class PlainDeployment(Plain):
-    __table__ = Deployment.__table__.to_metadata(Plain.metadata)  # the very same columns
-    __mapper_args__ = {"version_id_col": __table__.c.lock_version}
+    __table__ = _TABLE
+    __mapper_args__ = {"version_id_col": _TABLE.c.lock_version}
 
 
 def config(i: int) -> dict[str, Any]:

@@ -491,7 +491,7 @@ def test_db_init_writes_an_environment_and_never_overwrites(tmp_path: Path) -> N
     )
     assert "acme_api_alembic_version" in made
     env = (tmp_path / "db" / "migrations" / "env.py").read_text()
-    assert "run_service_environment(models='acme_api.models', name='acme_api')" in env
+    assert 'run_service_environment(models="acme_api.models", name="acme_api")' in env
     assert "script_location = %(here)s/db/migrations" in (tmp_path / "alembic.ini").read_text()
     assert (tmp_path / "db" / "migrations" / "versions").is_dir()
 

@@ -31,9 +31,11 @@ from flowstore.config import Settings
 from flowstore.engine import (
     OneHolderPool,
     engine_options,
+    install_server_hooks,
     install_sqlite_hooks,
     is_memory_sqlite,
     normalize_url,
+    resets_quietly,
 )
 from flowstore.errors import InvalidInputError, mask_secrets
 from flowstore.sa_compat import await_in_greenlet
@@ -131,12 +133,13 @@ def build_async_engine(url: str | URL, settings: Settings, **overrides: Any) -> 
     ``overrides`` go to ``create_async_engine``."""
     parsed = normalize_url(url, asynchronous=True)
     memory = is_memory_sqlite(parsed)
-    options = engine_options(parsed, settings)
+    defaults: dict[str, Any] = {}
     if memory:
-        options["poolclass"] = GatedStaticPool
+        defaults["poolclass"] = GatedStaticPool
     elif parsed.get_backend_name() == "sqlite":
-        options["poolclass"] = AsyncAdaptedQueuePool  # SQLAlchemy 2.0 would use a NullPool
-    options.update(overrides)
+        defaults["poolclass"] = AsyncAdaptedQueuePool  # SQLAlchemy 2.0 would use a NullPool
+    options = engine_options(parsed, settings, {**defaults, **overrides})
+    quiet_reset = resets_quietly(parsed, options, overrides)
     try:
         engine = create_async_engine(parsed, **options)
     except (
@@ -155,4 +158,6 @@ def build_async_engine(url: str | URL, settings: Settings, **overrides: Any) -> 
         pool.gate.timeout = settings.pool_timeout
     if parsed.get_backend_name() == "sqlite":
         install_sqlite_hooks(engine.sync_engine, settings, memory)
+    else:
+        install_server_hooks(engine.sync_engine, settings, options, quiet_reset=quiet_reset)
     return engine
