@@ -134,6 +134,7 @@ def test_counts_by_status(store: Store, clock: Clock) -> None:
         JobStatus.RUNNING: 1,
         JobStatus.DONE: 1,
         JobStatus.DEAD: 0,
+        JobStatus.CANCELLED: 0,
     }
 
 
@@ -698,6 +699,7 @@ def test_a_stopped_worker_finishes_its_job_and_releases_the_rest_of_its_batch(
         JobStatus.RUNNING: 0,
         JobStatus.DONE: 1,
         JobStatus.DEAD: 0,
+        JobStatus.CANCELLED: 0,
     }
     assert {job.attempts for job in queue.dequeue_many(10)} == {1}  # released: not counted
 

@@ -151,6 +151,7 @@ def test_workers_drain_every_job_once_while_one_is_killed(
         JobStatus.RUNNING: 0,
         JobStatus.DONE: JOBS,
         JobStatus.DEAD: 0,
+        JobStatus.CANCELLED: 0,
     }
     by_job: dict[uuid.UUID, list[tuple[int, int]]] = defaultdict(list)
     for job_id, attempt, pid in runs(record_dir):

@@ -18,6 +18,7 @@ from flowstore.models.enums import (
 )
 from flowstore.models.inference_request import InferenceRequest
 from flowstore.models.job import Job
+from flowstore.models.job_schedule import JobSchedule
 from flowstore.models.machine import Machine
 from flowstore.models.mutable_json import TrackedDict, TrackedList
 from flowstore.models.organization import Organization
@@ -47,6 +48,7 @@ __all__ = [
     "InferenceRequest",
     "JSONType",
     "Job",
+    "JobSchedule",
     "JobStatus",
     "Machine",
     "MachineStatus",

@@ -2,7 +2,14 @@
 
 A job is ``queued`` until it is due (``run_at``) and claimed, ``running`` while a worker holds
 its lease (``lease_expires_at``, ``claim_token``), then ``done``, or ``dead`` once it failed
-``max_attempts`` times. Finished rows stay until ``JobQueue.purge`` removes them.
+``max_attempts`` times, or ``cancelled`` before it ran. Finished rows stay until
+``JobQueue.purge`` removes them.
+
+``dedup_key`` is a queueing lock: the database holds at most one unfinished job per queue and
+key. ``live_dedup_key`` is a column the database computes (the key while the job is unfinished,
+else NULL) and a unique index covers it, so the lock holds whoever inserts, also under
+concurrent enqueues; MySQL/MariaDB have no partial indexes, and the generated column gives
+them the same rule.
 
 Jobs are not ``Entity`` rows: the queue changes them with guarded ``UPDATE`` statements, never
 through the ORM unit of work, so the claim token (not a ``lock_version``) is what detects a
@@ -15,12 +22,14 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, Index, String, Text, text
+from sqlalchemy import CheckConstraint, Computed, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from flowstore.models.base import Base, CopyOf, str_enum, utcnow, uuid7
 from flowstore.models.enums import JobStatus
 
+#: The key while the job is unfinished, else NULL: what the dedup index covers.
+LIVE_DEDUP_KEY = "CASE WHEN finished_at IS NULL THEN dedup_key END"
 # Unfinished jobs (queued or running) are exactly those without ``finished_at`` (a CHECK holds
 # it). The claim index covers them only, and the claim queries repeat this predicate as text:
 # SQLite uses a partial index only for a query that repeats its WHERE terms literally (and
@@ -67,6 +76,14 @@ class Job(Base):
     #: Fresh for every claim; acknowledging or failing must present it.
     claim_token: Mapped[uuid.UUID | None] = mapped_column(default=None)
     locked_by: Mapped[str | None] = mapped_column(String(255), default=None)
+    #: The named task whose handler runs the job (``Tasks``), if the queue serves several.
+    task: Mapped[str | None] = mapped_column(String(100), default=None)
+    #: A queueing lock: at most one unfinished job of a queue holds a given key.
+    dedup_key: Mapped[str | None] = mapped_column(String(255), default=None)
+    #: ``dedup_key`` while the job is unfinished, else NULL (computed by the database).
+    live_dedup_key: Mapped[str | None] = mapped_column(
+        String(255), Computed(LIVE_DEDUP_KEY, persisted=True)
+    )
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
@@ -104,3 +121,13 @@ _unfinished_jobs_index("ix_jobs_claim")
 # range at its start, however many jobs are in flight (through ix_jobs_claim, finding them
 # meant reading every running job's entry).
 _unfinished_jobs_index("ix_jobs_lease", Job.lease_expires_at)
+# The queueing lock: one unfinished job per queue and dedup key (NULLs never collide). Partial
+# where the database can (only jobs that carry a key); plain on MySQL/MariaDB.
+Index(
+    "ux_jobs_dedup",
+    Job.queue,
+    Job.live_dedup_key,
+    unique=True,
+    postgresql_where=text("live_dedup_key IS NOT NULL"),
+    sqlite_where=text("live_dedup_key IS NOT NULL"),
+)

@@ -11,10 +11,10 @@ from flowstore.aio.generated.application import AsyncApplicationRepository
 from flowstore.aio.generated.audit_log import AsyncAuditLogRepository
 from flowstore.aio.generated.deployment import AsyncDeploymentRepository
 from flowstore.aio.generated.inference_request import AsyncInferenceRequestRepository
+from flowstore.aio.generated.job_queue import AsyncJobQueue
 from flowstore.aio.generated.machine import AsyncMachineRepository
 from flowstore.aio.generated.organization import AsyncOrganizationRepository
 from flowstore.aio.generated.policy import AsyncPolicyRepository
-from flowstore.aio.generated.queue import AsyncJobQueue
 from flowstore.aio.generated.request import AsyncRequestRepository
 from flowstore.aio.generated.template import AsyncTemplateRepository
 from flowstore.aio.generated.user import AsyncUserRepository
