@@ -1,31 +1,39 @@
-"""Job queue throughput: claim + acknowledge, jobs/s, with 1, 2 and 4 worker processes.
+"""Job queue throughput: claim + acknowledge, jobs/s, with 1, 2 and 4 worker processes, beside
+a hand-written raw-driver loop and (on PostgreSQL) pgqueuer, in one pass.
 
-Every backend runs four loops on the same ``jobs`` table, each in ``workers`` processes that
-start together and stop after a fixed window (the figure is acknowledged jobs per second of
-wall time, over all processes):
+Every case starts from the same table: ``JOBS`` due jobs (20,000) of one queue, the table
+vacuumed on PostgreSQL. ``workers`` processes warm up (connect, compile), report ready, start
+together, and claim until the queue is empty (batch cases) or a window ends (single-job cases);
+the figure is jobs acknowledged per second of wall time, over all processes.
 
 * ``flowstore single``: ``queue.dequeue()`` then ``queue.acknowledge(job)``;
-* ``flowstore batch N``: ``queue.dequeue_many(N)`` then ``queue.acknowledge_many(jobs)``;
-* ``raw single`` / ``raw batch N``: the floor to beat, a hand-written loop on the driver
+* ``flowstore batch 10``: ``queue.dequeue_many(10)`` then ``queue.acknowledge_many(jobs)``;
+* ``raw single`` / ``raw batch 10``: the floor to beat, a hand-written loop on the driver
   (psycopg, PyMySQL, sqlite3) doing the same claim and acknowledge: PostgreSQL one
   ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING`` in autocommit,
   MariaDB ``SELECT ... FOR UPDATE SKIP LOCKED`` + ``UPDATE`` in one transaction, SQLite one
   ``UPDATE ... RETURNING``; then one acknowledging ``UPDATE``. It skips what flowstore adds:
-  reclaiming expired leases, checking claims, building ``Job`` objects, sessions.
+  reclaiming expired leases, checking claims, building ``Job`` objects.
+* ``pgqueuer batch 10`` (PostgreSQL): pgqueuer (asyncpg) on its own table holding the same
+  number of jobs with the same payload, each process a ``QueueManager`` with a no-op
+  entrypoint, ``run(batch_size=10, mode=drain)``; its set-up (a few queries) is inside the
+  clock, as its ``run`` does it.
 
-Each commit of a claim or an acknowledgement is a durable write (an fsync on PostgreSQL and
-MariaDB with their default settings), which bounds the single-job loops.
+The goals of issue 18 are checked on the rows (column ``goal``): PostgreSQL batches of 10 at
+least 1.2x pgqueuer and 0.5x the raw loop, single claims at least 0.6x the raw loop.
 
     .venv/bin/python scripts/bench_queue.py [--backends sqlite,postgresql,mysql] [--quick]
 
 ``run(backends)`` is what ``make bench`` (scripts/bench.py) calls: ``backends`` maps a backend
 name to the URL of a new, migrated database, or is a list of names (throwaway databases are
-made here, through ``tests.backends.create_database``).
+made here, through ``tests.backends.create_database``). pgqueuer and asyncpg come with the
+``bench`` extra (``pip install -e '.[bench]'``); without them the pgqueuer rows say so.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import multiprocessing
 import os
@@ -34,39 +42,55 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from multiprocessing.synchronize import Event
 from typing import Any, TypedDict
 
 from bench_core import rows_table, throwaway_url
-from sqlalchemy import delete, make_url
+from sqlalchemy import delete, make_url, text
 
 from flowstore import Store
-from flowstore.models import Job, JobStatus
+from flowstore.models import Job
 from flowstore.queue import JobQueue
 
 QUEUE = "bench"
-BATCH = 20
+BATCH = 10
 WORKERS = (1, 2, 4)
+PAYLOAD = {"body": "x" * 64}
 
 
 class Sizes(TypedDict):
-    """How long each case is measured (seconds) and how many jobs wait at its start."""
+    """How many jobs each case starts with, and how long a single-job case runs (seconds)."""
 
+    jobs: int
     window: float
-    backlog: int
 
 
-FULL: Sizes = {"window": 1.5, "backlog": 6000}
-QUICK: Sizes = {"window": 0.6, "backlog": 3000}
-
-Loop = Callable[[str, int, Event, Event], int]
+FULL: Sizes = {"jobs": 20_000, "window": 3.0}
+QUICK: Sizes = {"jobs": 3_000, "window": 0.6}
 
 
-# -- the loops: each runs in a worker process until ``stop`` is set; returns jobs acknowledged --
+@dataclass
+class Gate:
+    """What a worker process shares with the parent: it says it is ready, waits for the
+    start, and stops when the queue is empty or ``stop`` is set."""
+
+    ready: Any
+    start: Any
+    stop: Any
+
+    def open(self) -> None:
+        self.ready.put(os.getpid())
+        self.start.wait()
 
 
-def flowstore_loop(url: str, batch: int, start: Event, stop: Event) -> int:
+Loop = Callable[[str, int, Gate], int]
+
+
+# -- the loops: each runs in a worker process; returns the jobs it acknowledged ---------------
+
+
+def flowstore_loop(url: str, batch: int, gate: Gate) -> int:
     store = Store(url)
     queue = JobQueue(store, QUEUE, lease_seconds=60)
     # Warm up out of the clock: connect, configure the mappers, compile the statements.
@@ -77,22 +101,56 @@ def flowstore_loop(url: str, batch: int, start: Event, stop: Event) -> int:
     if job is not None:  # MySQL: SKIP LOCKED may pass over a row another claim is reading
         warm.acknowledge(job)
     done = 0
-    start.wait()
-    while not stop.is_set():
-        if batch == 1:
-            job = queue.dequeue()
-            if job is None:
-                break
-            queue.acknowledge(job)
-            done += 1
-        else:
-            jobs = queue.dequeue_many(batch)
-            if not jobs:
-                break
-            queue.acknowledge_many(jobs)
-            done += len(jobs)
+    gate.open()
+    with queue.pinned():  # as a worker's thread does: one connection for its loop
+        while not gate.stop.is_set():
+            if batch == 1:
+                job = queue.dequeue()
+                if job is None:
+                    break
+                queue.acknowledge(job)
+                done += 1
+            else:
+                jobs = queue.dequeue_many(batch)
+                if not jobs:
+                    break
+                queue.acknowledge_many(jobs)
+                done += len(jobs)
     store.close()
     return done
+
+
+def _dsn(url: str) -> str:
+    parsed = make_url(url)
+    return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def pgqueuer_loop(url: str, batch: int, gate: Gate) -> int:
+    import asyncpg
+    from pgqueuer import AsyncpgDriver, Queries, QueueManager
+    from pgqueuer.domain.types import QueueExecutionMode
+
+    async def main() -> int:
+        connection = await asyncpg.connect(_dsn(url))
+        manager = QueueManager(Queries(AsyncpgDriver(connection)))
+        done = 0
+
+        @manager.entrypoint(QUEUE)
+        async def handle(job: Any) -> None:
+            nonlocal done
+            done += 1
+
+        await asyncio.get_running_loop().run_in_executor(None, gate.open)
+        await manager.run(
+            batch_size=batch,
+            mode=QueueExecutionMode.drain,
+            dequeue_timeout=timedelta(seconds=1),
+            log_aggregation_interval=timedelta(0),
+        )
+        await connection.close()
+        return done
+
+    return asyncio.run(main())
 
 
 def _lease() -> tuple[datetime, datetime, uuid.UUID]:
@@ -100,7 +158,7 @@ def _lease() -> tuple[datetime, datetime, uuid.UUID]:
     return now, now + timedelta(seconds=60), uuid.uuid4()
 
 
-def raw_postgresql_loop(url: str, batch: int, start: Event, stop: Event) -> int:
+def raw_postgresql_loop(url: str, batch: int, gate: Gate) -> int:
     import psycopg
 
     parsed = make_url(url)
@@ -123,9 +181,9 @@ def raw_postgresql_loop(url: str, batch: int, start: Event, stop: Event) -> int:
         now, until, token = _lease()
         cur.execute(claim, (until, token, now, "warmup", now, batch))  # nothing to claim
     done = 0
-    start.wait()
+    gate.open()
     with conn.cursor() as cur:
-        while not stop.is_set():
+        while not gate.stop.is_set():
             now, until, token = _lease()
             cur.execute(claim, (until, token, now, QUEUE, now, batch))
             ids = [row[0] for row in cur.fetchall()]
@@ -137,7 +195,7 @@ def raw_postgresql_loop(url: str, batch: int, start: Event, stop: Event) -> int:
     return done
 
 
-def raw_mysql_loop(url: str, batch: int, start: Event, stop: Event) -> int:
+def raw_mysql_loop(url: str, batch: int, gate: Gate) -> int:
     import pymysql
 
     parsed = make_url(url)
@@ -154,9 +212,9 @@ def raw_mysql_loop(url: str, batch: int, start: Event, stop: Event) -> int:
         cur.execute(pick, ("warmup", datetime.now(UTC).replace(tzinfo=None), batch))
         conn.rollback()
     done = 0
-    start.wait()
+    gate.open()
     with conn.cursor() as cur:
-        while not stop.is_set():
+        while not gate.stop.is_set():
             now, until, token = _lease()
             naive_now, naive_until = now.replace(tzinfo=None), until.replace(tzinfo=None)
             cur.execute(pick, (QUEUE, naive_now, batch))
@@ -190,7 +248,7 @@ def _sqlite_time(moment: datetime) -> str:
     return moment.replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
-def raw_sqlite_loop(url: str, batch: int, start: Event, stop: Event) -> int:
+def raw_sqlite_loop(url: str, batch: int, gate: Gate) -> int:
     conn = sqlite3.connect(make_url(url).database or "", isolation_level=None, timeout=30)
     conn.execute("PRAGMA busy_timeout = 30000")
     conn.execute("PRAGMA synchronous = NORMAL")
@@ -205,8 +263,8 @@ def raw_sqlite_loop(url: str, batch: int, start: Event, stop: Event) -> int:
     stamp = _sqlite_time(now)
     conn.execute(claim, (_sqlite_time(until), token.hex, stamp, "warmup", stamp, batch))
     done = 0
-    start.wait()
-    while not stop.is_set():
+    gate.open()
+    while not gate.stop.is_set():
         now, until, token = _lease()
         stamp = _sqlite_time(now)
         params = (_sqlite_time(until), token.hex, stamp, QUEUE, stamp, batch)
@@ -232,85 +290,142 @@ RAW_LOOPS: dict[str, Loop] = {
 }
 
 
-# -- running a loop in several processes -----------------------------------------------------
+# -- filling, running a loop in several processes --------------------------------------------
 
 
-def _child(loop: Loop, url: str, batch: int, start: Event, stop: Event, results: Any) -> None:
-    count = loop(url, batch, start, stop)
+def _child(loop: Loop, url: str, batch: int, gate: Gate, results: Any) -> None:
+    count = loop(url, batch, gate)
     results.put((count, time.perf_counter()))
 
 
-def _top_up(store: Store, backlog: int) -> None:
-    """Make sure the queue holds at least ``backlog`` due jobs."""
+def _fill_jobs(store: Store, count: int) -> None:
+    """Empty the bench queue, then give it ``count`` due jobs (vacuumed on PostgreSQL, so
+    every case starts from the same table)."""
+    with store.session_factory() as session, session.begin():
+        session.execute(delete(Job).where(Job.queue == QUEUE))
     queue = store.queue(QUEUE)
-    missing = backlog - queue.counts()[JobStatus.QUEUED]
-    while missing > 0:
-        chunk = min(missing, 2000)
-        queue.enqueue_many({"n": n, "body": "x" * 64} for n in range(chunk))
-        missing -= chunk
+    for first in range(0, count, 5000):
+        queue.enqueue_many({"n": n, **PAYLOAD} for n in range(first, min(count, first + 5000)))
+    if store.dialect == "postgresql":
+        with store.engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT").execute(
+                text("VACUUM ANALYZE jobs")
+            )
+
+
+def _fill_pgqueuer(url: str, count: int) -> None:
+    """Install pgqueuer's tables (once), empty them, and enqueue ``count`` jobs."""
+    import asyncpg
+    from pgqueuer import AsyncpgDriver, Queries
+
+    async def fill() -> None:
+        connection = await asyncpg.connect(_dsn(url))
+        queries = Queries(AsyncpgDriver(connection))
+        if not await queries.schema_is_installed():
+            await queries.install()
+        await queries.clear_queue()
+        body = json.dumps(PAYLOAD).encode()
+        for first in range(0, count, 5000):
+            size = min(count, first + 5000) - first
+            await queries.enqueue([QUEUE] * size, [body] * size, [0] * size)
+        await connection.execute("VACUUM ANALYZE")
+        await connection.close()
+
+    asyncio.run(fill())
 
 
 def measure_loop(
-    store: Store, url: str, loop: Loop, batch: int, workers: int, window: float, backlog: int
+    store: Store, url: str, case: Case, workers: int, sizes: Sizes
 ) -> tuple[int, float]:
-    """Run ``loop`` in ``workers`` processes for ``window`` seconds: (jobs, seconds)."""
-    _top_up(store, backlog)
+    """Run ``case`` in ``workers`` processes from a full queue: (jobs, seconds)."""
+    if case.loop is pgqueuer_loop:
+        _fill_pgqueuer(url, sizes["jobs"])
+    else:
+        _fill_jobs(store, sizes["jobs"])
     store.engine.dispose()  # no pooled connection crosses the fork
-    context = (
-        multiprocessing.get_context("spawn")
-        if sys.platform == "win32"
-        else multiprocessing.get_context("fork")
-    )
-    start, stop, results = context.Event(), context.Event(), context.Queue()
+    context = multiprocessing.get_context("fork")
+    gate = Gate(context.Queue(), context.Event(), context.Event())
+    results = context.Queue()
     processes = [
-        context.Process(target=_child, args=(loop, url, batch, start, stop, results))
+        context.Process(target=_child, args=(case.loop, url, case.batch, gate, results))
         for _ in range(workers)
     ]
     for process in processes:
         process.start()
-    time.sleep(0.5)  # let every process connect and warm up before the clock starts
+    for _ in processes:
+        gate.ready.get(timeout=120)
     began = time.perf_counter()
-    start.set()
-    time.sleep(window)
-    stop.set()
-    reports = [results.get(timeout=120) for _ in processes]
+    gate.start.set()
+    if case.batch == 1:
+        time.sleep(sizes["window"])
+        gate.stop.set()
+    reports = [results.get(timeout=600) for _ in processes]
     for process in processes:
         process.join(timeout=60)
     jobs = sum(count for count, _ in reports)
     return jobs, max(ended for _, ended in reports) - began
 
 
-def _reset(store: Store) -> None:
-    with store.session_factory() as session, session.begin():
-        session.execute(delete(Job).where(Job.queue == QUEUE))
+@dataclass(frozen=True)
+class Case:
+    name: str
+    loop: Loop
+    batch: int
 
 
-def _mode(case: str) -> str:
-    return case.split(" ", 1)[1]
+def _cases(backend: str) -> list[Case]:
+    cases = [
+        Case("flowstore single", flowstore_loop, 1),
+        Case(f"flowstore batch {BATCH}", flowstore_loop, BATCH),
+        Case("raw single", RAW_LOOPS[backend], 1),
+        Case(f"raw batch {BATCH}", RAW_LOOPS[backend], BATCH),
+    ]
+    if backend == "postgresql" and _has_pgqueuer():
+        cases.append(Case(f"pgqueuer batch {BATCH}", pgqueuer_loop, BATCH))
+    return cases
+
+
+def _has_pgqueuer() -> bool:
+    try:
+        import asyncpg  # noqa: F401
+        import pgqueuer  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _goal(row: dict[str, Any]) -> str:
+    """Issue 18's goals, on a PostgreSQL row of flowstore's."""
+    if row["backend"] != "postgresql" or not row["case"].startswith("flowstore"):
+        return ""
+    checks = []
+    if row["case"] == "flowstore single":
+        checks.append(("0.6x raw", row["vs_raw"], 0.6))
+    else:
+        checks.append(("0.5x raw", row["vs_raw"], 0.5))
+        checks.append(("1.2x pgqueuer", row.get("vs_pgqueuer"), 1.2))
+    return "; ".join(
+        f"{label}: {'held' if isinstance(got, float) and got >= want else 'MISSED'}"
+        for label, got, want in checks
+    )
 
 
 def bench_backend(
-    backend: str, url: str, *, window: float, backlog: int, workers: Iterable[int] = WORKERS
+    backend: str, url: str, sizes: Sizes, workers: Iterable[int] | None = None
 ) -> list[dict[str, Any]]:
     """The rows of one backend: every case with every number of workers."""
     name = "sqlite" if backend.startswith("sqlite") else backend
-    cases: list[tuple[str, Loop, int]] = [
-        ("flowstore single", flowstore_loop, 1),
-        (f"flowstore batch {BATCH}", flowstore_loop, BATCH),
-        ("raw single", RAW_LOOPS[name], 1),
-        (f"raw batch {BATCH}", RAW_LOOPS[name], BATCH),
-    ]
+    cases = _cases(name)
     rows: list[dict[str, Any]] = []
     store = Store(url)
     try:
-        _reset(store)
-        for count in workers:
-            for case, loop, batch in cases:
-                jobs, seconds = measure_loop(store, url, loop, batch, count, window, backlog)
+        for count in workers or WORKERS:
+            for case in cases:
+                jobs, seconds = measure_loop(store, url, case, count, sizes)
                 rows.append(
                     {
                         "backend": name,
-                        "case": case,
+                        "case": case.name,
                         "workers": count,
                         "jobs": jobs,
                         "seconds": round(seconds, 3),
@@ -319,11 +434,15 @@ def bench_backend(
                 )
     finally:
         store.close()
-    floors = {(r["workers"], _mode(r["case"])): r["jobs_per_s"] for r in rows if "raw" in r["case"]}
+    by = {(r["workers"], r["case"]): r["jobs_per_s"] for r in rows}
     for row in rows:
-        floor = floors.get((row["workers"], _mode(row["case"])))
-        row["vs_raw"] = round(row["jobs_per_s"] / floor, 2) if floor else ""
-    order = {case: i for i, (case, _, _) in enumerate(cases)}
+        mode = row["case"].split(" ", 1)[1]
+        raw = by.get((row["workers"], f"raw {mode}"))
+        row["vs_raw"] = round(row["jobs_per_s"] / raw, 2) if raw else ""
+        rival = by.get((row["workers"], f"pgqueuer {mode}"))
+        row["vs_pgqueuer"] = round(row["jobs_per_s"] / rival, 2) if rival else ""
+        row["goal"] = _goal(row)
+    order = {case.name: i for i, case in enumerate(cases)}
     rows.sort(key=lambda r: (order[r["case"]], r["workers"]))
     return rows
 
@@ -342,7 +461,7 @@ def run(
     try:
         rows: list[dict[str, Any]] = []
         for backend, url in urls.items():
-            rows += bench_backend(backend, str(url), **sizes)
+            rows += bench_backend(backend, str(url), sizes)
         return rows
     finally:
         for cleanup in reversed(cleanups):
@@ -350,12 +469,15 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--backends", default="sqlite,postgresql,mysql")
-    parser.add_argument("--quick", action="store_true", help="shorter windows")
+    parser.add_argument("--quick", action="store_true", help="fewer jobs, shorter windows")
+    parser.add_argument("--workers", default="1,2,4", help="numbers of worker processes")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
     args = parser.parse_args(argv)
     started = time.perf_counter()
+    global WORKERS
+    WORKERS = tuple(int(n) for n in args.workers.split(","))
     rows = run([b.strip() for b in args.backends.split(",") if b.strip()], quick=args.quick)
     if args.json:
         print(json.dumps(rows, indent=2))

@@ -63,9 +63,11 @@ def job_from_row(row: Sequence[Any]) -> Job:
     return job
 
 
-def claim_order(job: Job) -> tuple[int, datetime, str]:
-    """Highest priority first, then oldest due, then id (creation order)."""
-    return (-job.priority, job.run_at, str(job.id))
+def claim_order(job: Job) -> tuple[int, datetime, uuid.UUID]:
+    """Highest priority first, then oldest due, then id (creation order; UUIDs order as the
+    databases store them)."""
+    values = job.__dict__
+    return (-values["priority"], values["run_at"], values["id"])
 
 
 def ordered_ids(count: int) -> list[uuid.UUID]:
@@ -120,6 +122,11 @@ class ClaimMemory:
         """The claim ``ref`` stands for: the ``Job``'s own, or the one remembered for an id
         (an id this object did not claim is trusted to mean the job's current claim)."""
         if isinstance(ref, Job):
+            values = ref.__dict__  # plain reads; a job loaded by a session may lack some
+            if "claim_token" in values and "attempts" in values and "max_attempts" in values:
+                return Claim(
+                    values["id"], values["claim_token"], values["attempts"], values["max_attempts"]
+                )
             return Claim(ref.id, ref.claim_token, ref.attempts, ref.max_attempts)
         key = coerce_id(ref)
         if key is None:
@@ -130,7 +137,10 @@ class ClaimMemory:
     def remember(self, jobs: Iterable[Job]) -> None:
         with self._lock:
             for job in jobs:
-                self._held[job.id] = Claim(job.id, job.claim_token, job.attempts, job.max_attempts)
+                values = job.__dict__
+                self._held[values["id"]] = Claim(
+                    values["id"], values["claim_token"], values["attempts"], values["max_attempts"]
+                )
 
     def forget(self, job_ids: Iterable[uuid.UUID]) -> None:
         with self._lock:

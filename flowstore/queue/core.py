@@ -43,6 +43,7 @@ from flowstore.queue.statements import (
     BURY_LOCKED,
     CLAIM_LOCKED,
     CLAIM_RETURNING,
+    JOB_COLUMNS,
     JOBS,
     LOCK_CLAIMABLE,
     MYSQL_DIALECTS,
@@ -59,6 +60,7 @@ MAX_QUEUE_NAME = 100
 LATEST = datetime(9999, 1, 1, tzinfo=UTC)
 
 _c = columns
+STATUS = JOB_COLUMNS.index(_c.status)
 Target = Session | Connection
 
 
@@ -221,8 +223,7 @@ class QueueCore:
             jobs = self._claim_locked(conn, params)
         else:
             rows = conn.execute(CLAIM_RETURNING, params).all()
-            jobs = [job_from_row(row) for row in rows]
-            jobs = [job for job in jobs if job.status is JobStatus.RUNNING]
+            jobs = [job_from_row(row) for row in rows if row[STATUS] is JobStatus.RUNNING]
         jobs.sort(key=claim_order)
         self.claims.remember(jobs)
         return jobs

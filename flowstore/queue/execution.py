@@ -7,11 +7,18 @@ trip and no BEGIN/COMMIT (the statement is its own transaction, atomic as one). 
 (where switching autocommit costs round trips of its own) and SQLite (in-process) run every call
 in a transaction. ``uow.queue(name)`` (a ``CallerSession``) runs on the connection of the unit of
 work's transaction, which the caller commits; any other ``SessionSource`` runs in its sessions.
+
+``pinned()`` keeps one connection for the calls a thread makes inside the block (a worker's
+loop): no pool checkout, no pre-ping and no reset per call. A connection found broken is
+dropped after the failed call, and the next call takes a fresh one from the pool. SQLite is
+never pinned (its in-memory database has one connection, shared by turns).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
 from typing import Protocol, TypeVar
 
 from sqlalchemy import Connection, Engine
@@ -38,6 +45,10 @@ class Execution(Protocol):
         """The engine of an own-transaction execution (``None`` for the caller's)."""
         ...
 
+    def pinned(self) -> contextlib.AbstractContextManager[None]:
+        """Keep one connection for this thread's calls in the block (see the module)."""
+        ...
+
 
 class OwnTransactions:
     """Each call is a transaction of its own on the source's engine (see the module)."""
@@ -48,6 +59,7 @@ class OwnTransactions:
         self._source = source
         self._engine: Engine | None = None
         self._autocommit: Engine | None = None
+        self._local = threading.local()
 
     def engine(self) -> Engine:
         if self._engine is None:
@@ -59,10 +71,54 @@ class OwnTransactions:
             self._engine = engine
         return self._engine
 
+    @contextlib.contextmanager
+    def pinned(self) -> Iterator[None]:
+        engine = self.engine()
+        if engine.dialect.name == "sqlite" or getattr(self._local, "pins", 0):
+            yield
+            return
+        self._local.pins = 1
+        try:
+            yield
+        finally:
+            self._local.pins = 0
+            conn = getattr(self._local, "conn", None)
+            self._local.conn = None
+            if conn is not None:
+                with translating():
+                    conn.close()
+
+    def _pinned_connection(self, single: bool) -> Connection | None:
+        """This thread's pinned connection, if it is pinned and may run this call (on
+        PostgreSQL it is in autocommit: it runs single statements only)."""
+        if not getattr(self._local, "pins", 0) or (self._autocommit is not None and not single):
+            return None
+        conn: Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = (self._autocommit or self.engine()).connect()
+            self._local.conn = conn
+        return conn
+
+    def _run_pinned(self, conn: Connection, work: Callable[[Connection], R]) -> R:
+        try:
+            with translating():
+                if self._autocommit is not None:
+                    return work(conn)
+                with conn.begin():
+                    return work(conn)
+        finally:
+            if conn.invalidated or conn.closed:
+                self._local.conn = None
+                with contextlib.suppress(Exception):
+                    conn.close()
+
     def run(self, work: Callable[[Connection], R], *, single: bool = False, retries: int = 0) -> R:
         engine = self.engine()
         for attempt in range(retries + 1):
             try:
+                pinned = self._pinned_connection(single)
+                if pinned is not None:
+                    return self._run_pinned(pinned, work)
                 with translating():
                     if single and self._autocommit is not None:
                         with self._autocommit.connect() as conn:
@@ -86,6 +142,10 @@ class SourceSessions:
 
     def engine(self) -> Engine | None:
         return None
+
+    @contextlib.contextmanager
+    def pinned(self) -> Iterator[None]:
+        yield  # the caller's session is what it is
 
     def run(self, work: Callable[[Connection], R], *, single: bool = False, retries: int = 0) -> R:
         with translating(), self._source.transaction() as session:

@@ -4,6 +4,7 @@ the caller's: ``flowstore.queue.execution``), the logic in ``QueueCore``."""
 from __future__ import annotations
 
 import builtins
+import contextlib
 import logging
 import uuid
 from collections.abc import Callable, Iterable
@@ -93,6 +94,12 @@ class JobQueue:
     def lease_seconds(self) -> float:
         """How long a claim lasts unless extended."""
         return self.core.lease_seconds
+
+    def pinned(self) -> contextlib.AbstractContextManager[None]:
+        """Within the block, this thread's calls of this queue share one connection (no pool
+        checkout or pre-ping per call): for a worker's loop. A broken connection is replaced
+        at the next call. The caller's transaction (``uow.queue``) is unaffected."""
+        return self.execution.pinned()
 
     def run(self, work: Callable[[Connection], R], *, single: bool = False) -> R:
         """Run ``work`` on a connection of the queue's transactions (its own, or the
