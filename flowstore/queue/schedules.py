@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, delete, insert, select, update
+from sqlalchemy import Connection, Table, delete, false, insert, select, update
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from flowstore import arguments
@@ -142,7 +142,12 @@ def list_schedules(conn: Connection, queue: str | None = None) -> list[Schedule]
 
 
 def due_schedules(conn: Connection, queue: str, now: datetime) -> list[Schedule]:
-    """The schedules of ``queue`` whose next tick has come."""
+    """The schedules of ``queue`` whose next tick has come.
+
+    On SQLite the transaction takes the write lock first (an UPDATE of no row): one that read
+    first could not wait for the lock when it then writes, and would fail at once as busy."""
+    if conn.dialect.name == "sqlite":
+        conn.execute(update(SCHEDULES).where(false()).values(queue=_s.queue))
     rows = conn.execute(
         select(SCHEDULES).where(_s.queue == queue, _s.next_run_at <= now).order_by(_s.name)
     )
