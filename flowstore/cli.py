@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 import time
@@ -27,9 +26,9 @@ from flowstore.cli_db import (
     add_db_commands,
     known_state,
     migration_state,
-    require_at_head,
     require_migrated,
 )
+from flowstore.cli_queue import add_queue_commands
 from flowstore.cli_store import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -42,9 +41,6 @@ from flowstore.cli_store import (
 from flowstore.errors import FlowstoreError, mask_secrets, translate
 from flowstore.models import Job
 from flowstore.store import Store
-from flowstore.worker import add_arguments as add_worker_arguments
-from flowstore.worker import resolve_handler
-from flowstore.worker import run_from_args as run_worker_from_args
 
 __all__ = ["EXIT_FAILURE", "EXIT_OK", "CommandFailed", "build_parser", "main"]
 
@@ -131,27 +127,6 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-# -- worker ----------------------------------------------------------------------------------
-
-
-def cmd_worker(args: argparse.Namespace) -> int:
-    """Check the database in one line of output or less, then hand over to flowstore.worker."""
-    with open_store(args) as store:
-        if store.is_memory:
-            raise CommandFailed(
-                "a worker needs a database its producers share: "
-                f"set {URL_ENV} or pass --url (the in-memory default is private to a process)"
-            )
-        store.ping()
-        require_at_head(migration_state(store, None), " before starting workers")
-        args.url = store.url.render_as_string(hide_password=False)
-    if "" not in sys.path and os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())  # handlers of the project the worker runs in
-    resolve_handler(args.handler)  # a typo in the handler is one line, before any thread
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    return run_worker_from_args(args)
-
-
 # -- demo ------------------------------------------------------------------------------------
 
 
@@ -191,10 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
         commands, "stats", cmd_stats, "row counts per table, deployment and job statistics"
     )
     stats.add_argument("--json", action="store_true", help="print the statistics as JSON")
-    worker_help = "process jobs of a queue with a handler (stops on SIGTERM, jobs in hand first)"
-    worker = commands.add_parser("worker", help=worker_help, description=worker_help)
-    add_worker_arguments(worker)
-    worker.set_defaults(command=cmd_worker)
+    add_queue_commands(commands)
     add_command(
         commands,
         "demo",

@@ -13,13 +13,12 @@ SIGTERM or SIGINT (when run on the main thread) stops claiming: the jobs in hand
 and acknowledged, claimed jobs not yet started are released, then ``run_worker`` returns. A
 second signal aborts at once; jobs in hand are then replayed after their lease.
 
-The command line (``flowstore worker``, or ``python -m flowstore.worker``) is built from
-``add_arguments(parser)`` and ``run_from_args(args)``.
+The command line is ``flowstore worker`` (``flowstore.cli_queue``); ``python -m
+flowstore.worker`` runs it too.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import logging
 import signal
@@ -38,7 +37,7 @@ from flowstore.queue import JobQueue, default_worker_id
 from flowstore.settling import TRANSIENT, HeldJobs, settle
 from flowstore.store import Store
 
-__all__ = ["Handler", "add_arguments", "main", "resolve_handler", "run_from_args", "run_worker"]
+__all__ = ["Handler", "resolve_handler", "run_worker"]
 
 log = logging.getLogger("flowstore.worker")
 
@@ -292,65 +291,7 @@ def run_worker(
     return worker.processed
 
 
-# -- command line ------------------------------------------------------------------------------
+if __name__ == "__main__":  # ``python -m flowstore.worker ...``: ``flowstore worker ...``
+    from flowstore.cli import main
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the worker's options to ``parser`` (``flowstore worker``); returns it."""
-    parser.add_argument("--queue", required=True, help="the queue to process")
-    parser.add_argument(
-        "--handler", required=True, help="the job handler, as 'package.module:function'"
-    )
-    parser.add_argument("--concurrency", type=int, default=1, help="worker threads (default 1)")
-    parser.add_argument("--batch", type=int, default=1, help="jobs claimed at a time (default 1)")
-    parser.add_argument(
-        "--lease-seconds", type=float, default=30, help="a claim's lease (default 30)"
-    )
-    parser.add_argument(
-        "--poll-interval", type=float, default=0.5, help="idle polling period (default 0.5)"
-    )
-    parser.add_argument("--max-jobs", type=int, default=None, help="stop after this many jobs")
-    parser.add_argument(
-        "--until-empty", action="store_true", help="stop once the queue has no unfinished job"
-    )
-    parser.add_argument(
-        "--url", default=None, help="database URL (default: FLOWSTORE_DATABASE_URL)"
-    )
-    return parser
-
-
-def run_from_args(args: argparse.Namespace) -> int:
-    """Run a worker as ``args`` (from ``add_arguments``) say; the process exit status."""
-    try:
-        with Store(args.url) as store:
-            count = run_worker(
-                store,
-                args.queue,
-                args.handler,
-                concurrency=args.concurrency,
-                lease_seconds=args.lease_seconds,
-                poll_interval=args.poll_interval,
-                batch=args.batch,
-                max_jobs=args.max_jobs,
-                until_empty=args.until_empty,
-            )
-    except InvalidInputError as exc:
-        print(f"flowstore worker: {exc}", file=sys.stderr)
-        return 2
-    except FlowstoreError as exc:
-        print(f"flowstore worker: {exc}", file=sys.stderr)
-        return 1
-    log.info("processed %d job(s)", count)
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m flowstore.worker --queue NAME --handler pkg.mod:func [...]``."""
-    parser = add_arguments(argparse.ArgumentParser(prog="flowstore worker"))
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    return run_from_args(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["worker", *sys.argv[1:]]))

@@ -29,7 +29,7 @@ from flowstore.models.base import Base, CopyOf, str_enum, utcnow, uuid7
 from flowstore.models.enums import JobStatus
 
 #: The key while the job is unfinished, else NULL: what the dedup index covers.
-LIVE_DEDUP_KEY = "CASE WHEN finished_at IS NULL THEN dedup_key END"
+LIVE_DEDUP_KEY = "CASE WHEN finished_at IS NULL THEN dedup_key ELSE NULL END"
 # Unfinished jobs (queued or running) are exactly those without ``finished_at`` (a CHECK holds
 # it). The claim index covers them only, and the claim queries repeat this predicate as text:
 # SQLite uses a partial index only for a query that repeats its WHERE terms literally (and

@@ -40,7 +40,7 @@ TIMESTAMP = sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysq
 JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 ACTIVE = "finished_at IS NULL"
 FINISHED = "finished_at IS NOT NULL"
-LIVE_DEDUP_KEY = "CASE WHEN finished_at IS NULL THEN dedup_key END"
+LIVE_DEDUP_KEY = "CASE WHEN finished_at IS NULL THEN dedup_key ELSE NULL END"
 OLD_STATUSES = ("queued", "running", "done", "dead")
 NEW_STATUSES = (*OLD_STATUSES, "cancelled")
 
