@@ -46,7 +46,8 @@ lint: $(STAMP)
 migrate: $(STAMP)  ## alembic upgrade head on FLOWSTORE_DATABASE_URL
 	$(BIN)/alembic upgrade head
 
-bench: $(STAMP)
+bench: $(STAMP)  ## pgqueuer (the bench extra) runs beside flowstore's queue
+	$(BIN)/python -m pip install -q -e '.[dev,bench]'
 	$(BIN)/python scripts/bench.py $(BENCH_ARGS)
 
 clean:

@@ -55,7 +55,7 @@ from flowstore.queue import JobQueue
 
 QUEUE = "bench"
 BATCH = 10
-WORKERS = (1, 2, 4)
+WORKERS: tuple[int, ...] = (1, 2, 4)
 PAYLOAD = {"body": "x" * 64}
 
 

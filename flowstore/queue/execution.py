@@ -74,14 +74,14 @@ class OwnTransactions:
     @contextlib.contextmanager
     def pinned(self) -> Iterator[None]:
         engine = self.engine()
-        if engine.dialect.name == "sqlite" or getattr(self._local, "pins", 0):
+        if engine.dialect.name == "sqlite" or getattr(self._local, "pins", False):
             yield
             return
-        self._local.pins = 1
+        self._local.pins = True
         try:
             yield
         finally:
-            self._local.pins = 0
+            self._local.pins = False
             conn = getattr(self._local, "conn", None)
             self._local.conn = None
             if conn is not None:
@@ -91,7 +91,7 @@ class OwnTransactions:
     def _pinned_connection(self, single: bool) -> Connection | None:
         """This thread's pinned connection, if it is pinned and may run this call (on
         PostgreSQL it is in autocommit: it runs single statements only)."""
-        if not getattr(self._local, "pins", 0) or (self._autocommit is not None and not single):
+        if not getattr(self._local, "pins", False) or (self._autocommit is not None and not single):
             return None
         conn: Connection | None = getattr(self._local, "conn", None)
         if conn is None:
