@@ -24,6 +24,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -34,6 +35,7 @@ from flowstore.errors import FlowstoreError, InvalidInputError
 from flowstore.models.enums import JobStatus
 from flowstore.models.job import Job
 from flowstore.queue import JobQueue, default_worker_id
+from flowstore.queue.wakeup import Wakeup
 from flowstore.settling import TRANSIENT, HeldJobs, settle
 from flowstore.store import Store
 
@@ -88,6 +90,8 @@ class _Worker:
         stop: threading.Event,
         max_jobs: int | None,
         until_empty: bool,
+        listen: bool = True,
+        listen_url: str | None = None,
     ) -> None:
         self.store = store
         self.queue_name = queue
@@ -103,6 +107,8 @@ class _Worker:
         self._claimed = 0
         self._lock = threading.Lock()
         self.held = HeldJobs()
+        self.wakeup = Wakeup(store.engine, queue, stop, listen=listen, listen_url=listen_url)
+        self._schedules_due_at = 0.0  # time.monotonic() of the next enqueue_scheduled
 
     def queue(self, worker_id: str) -> JobQueue:
         return JobQueue(
@@ -113,11 +119,17 @@ class _Worker:
 
     def run(self, index: int) -> None:
         queue = self.queue(f"{default_worker_id()}/{index}"[:255])
+        with queue.pinned():  # one connection for this thread's claims and acknowledgements
+            self._loop(queue)
+
+    def _loop(self, queue: JobQueue) -> None:
         while not self.stop.is_set():
+            self._enqueue_scheduled(queue)
             want = self._quota()
             if want == 0:
                 self.stop.set()
                 break
+            seen = self.wakeup.generation
             try:
                 jobs = queue.dequeue_many(want)
             except TRANSIENT as exc:
@@ -137,13 +149,30 @@ class _Worker:
                     log.info("queue %r is empty: stopping", self.queue_name)
                     self.stop.set()
                     break
-                self.stop.wait(self.poll_interval)
+                if self.wakeup.wait(seen, self.poll_interval):
+                    log.debug("queue %r: a job was committed, claiming", self.queue_name)
                 continue
             for position, job in enumerate(jobs):
                 if self.stop.is_set():
                     self._release(queue, jobs[position:])
                     break
                 self._process(queue, job)
+
+    def _enqueue_scheduled(self, queue: JobQueue) -> None:
+        """Enqueue the due ticks of the queue's periodic jobs, once a poll interval for the
+        whole process (each tick is enqueued once, however many workers try)."""
+        now = time.monotonic()
+        with self._lock:
+            if now < self._schedules_due_at:
+                return
+            self._schedules_due_at = now + self.poll_interval
+        try:
+            made = queue.enqueue_scheduled()
+        except FlowstoreError as exc:
+            log.warning("could not enqueue the periodic jobs of %r: %s", self.queue_name, exc)
+            return
+        if made:
+            log.info("queue %r: enqueued %d periodic job(s)", self.queue_name, made)
 
     def _quota(self) -> int:
         """How many jobs to claim next: the batch, or what is left of ``max_jobs``."""
@@ -231,13 +260,20 @@ def run_worker(
     batch: int = 1,
     max_jobs: int | None = None,
     until_empty: bool = False,
+    listen: bool = True,
+    listen_url: str | None = None,
 ) -> int:
     """Process jobs of ``queue`` with ``handler`` until stopped; how many were processed.
 
     ``concurrency`` threads claim ``batch`` jobs at a time each; an idle thread polls every
-    ``poll_interval`` seconds. It stops on ``stop_event``, on SIGTERM/SIGINT (run on the main
-    thread), after ``max_jobs`` jobs, or, with ``until_empty``, once the queue holds no queued
-    or running job. A stopping worker finishes the jobs in hand first.
+    ``poll_interval`` seconds, and on PostgreSQL wakes as soon as a job is committed
+    (LISTEN/NOTIFY, unless ``listen`` is false; ``listen_url``: another way to the same
+    database for the listening connection, see ``flowstore.queue.wakeup``). As it polls, the
+    worker enqueues the due ticks of the queue's periodic jobs (``JobQueue.schedule``). A
+    ``flowstore.queue.Tasks`` handler serves several named tasks. It stops on ``stop_event``,
+    on SIGTERM/SIGINT (run on the main thread), after ``max_jobs`` jobs, or, with
+    ``until_empty``, once the queue holds no queued or running job. A stopping worker finishes
+    the jobs in hand first.
     """
     resolved = resolve_handler(handler)
     for name, value, minimum in (("concurrency", concurrency, 1), ("batch", batch, 1)):
@@ -263,6 +299,8 @@ def run_worker(
         stop=stop,
         max_jobs=max_jobs,
         until_empty=until_empty,
+        listen=listen,
+        listen_url=listen_url,
     )
     heartbeat_done = threading.Event()
     threads = [
@@ -275,6 +313,7 @@ def run_worker(
     with _stop_on_signals(stop):
         # logged once SIGTERM is handled, so whoever waits for this line may send it at once
         log.info("worker on queue %r: %d thread(s), batch %d", queue, concurrency, batch)
+        worker.wakeup.start()
         beat.start()
         for thread in threads:
             thread.start()
@@ -284,7 +323,9 @@ def run_worker(
                     thread.join(timeout=0.2)
         finally:
             heartbeat_done.set()
+            stop.set()  # the listening thread too
     beat.join(timeout=5)
+    worker.wakeup.join(timeout=5)
     if worker.fatal is not None:
         raise worker.fatal
     log.info("worker on queue %r stopped after %d job(s)", queue, worker.processed)

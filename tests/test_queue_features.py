@@ -7,15 +7,18 @@ Time is a hand-driven clock where it matters, so nothing sleeps.
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import pytest
+from sqlalchemy import text
 
 from flowstore import AlreadyExistsError, InvalidInputError, NotFoundError, Store
-from flowstore.models import Job, JobStatus
+from flowstore.models import Job, JobSchedule, JobStatus
 from flowstore.queue import JobQueue, Tasks, queue_status
 from flowstore.worker import run_worker
 
@@ -327,3 +330,101 @@ def test_queue_status_counts_ages_and_dead_jobs(store: Store) -> None:
     assert [d.id for d in q.dead] == [str(doomed)]
     assert q.dead[0].last_error == "Traceback ...\nValueError: bad input"
     assert found["idle"].counts["cancelled"] == 1 and found["idle"].oldest_due_seconds is None
+
+
+# -- the worker: periodic jobs, prompt wake-up -------------------------------------------------
+
+
+def test_the_worker_enqueues_due_periodic_jobs_as_it_polls(store: Store) -> None:
+    queue = store.queue("cron")
+    queue.schedule("nightly", "0 3 * * *", {"kind": "cleanup"}, task="cleanup")
+    with store.engine.begin() as conn:  # make its tick due now
+        conn.execute(
+            JobSchedule.__table__.update().values(
+                next_run_at=datetime.now(UTC) - timedelta(seconds=5)
+            )
+        )
+    ran: list[Any] = []
+    tasks = Tasks()
+    tasks.register("cleanup", lambda job: ran.append(job.payload))
+
+    assert run_worker(store, "cron", tasks, until_empty=True, poll_interval=0.05) == 1
+
+    assert ran == [{"kind": "cleanup"}]
+    (schedule,) = queue.schedules()
+    assert schedule.next_run_at > datetime.now(UTC)
+
+
+def _wait_for(condition: Callable[[], bool], what: str, patience: float = 60.0) -> None:
+    """A guard against a hung test, never a measure of speed."""
+    deadline = time.monotonic() + patience
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting: {what}"
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def worker_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    caplog.set_level(logging.DEBUG, logger="flowstore.worker")
+    return caplog
+
+
+def _said(caplog: pytest.LogCaptureFixture, words: str) -> int:
+    return sum(words in record.getMessage() for record in caplog.records)
+
+
+def _worker_thread(store: Store, queue: str, poll: float) -> tuple[threading.Thread, Any, Any]:
+    stop, ran = threading.Event(), threading.Event()
+    thread = threading.Thread(
+        target=run_worker,
+        args=(store, queue, lambda job: ran.set()),
+        kwargs={"poll_interval": poll, "stop_event": stop},
+        daemon=True,
+    )
+    thread.start()
+    return thread, stop, ran
+
+
+def test_a_waiting_worker_is_woken_by_notify_not_by_its_poll(
+    store: Store, worker_logs: pytest.LogCaptureFixture
+) -> None:
+    if store.dialect != "postgresql":
+        pytest.skip("LISTEN/NOTIFY is PostgreSQL's; elsewhere workers poll")
+    thread, stop, ran = _worker_thread(store, "prompt", poll=3600)  # a poll would come in 1 h
+    try:
+        _wait_for(lambda: _said(worker_logs, "listening for new jobs") == 1, "the listener")
+        time.sleep(0.5)  # let the worker settle into its wait (not a measure)
+        with store.unit_of_work() as uow:
+            uow.queue("prompt").enqueue({"hello": "world"})  # NOTIFY on commit
+        _wait_for(ran.is_set, "the job to run (a poll would take an hour)")
+        assert _said(worker_logs, "woken by a notification") >= 1
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert not thread.is_alive()
+
+
+def test_a_dropped_channel_falls_back_to_polling_and_comes_back(
+    store: Store, worker_logs: pytest.LogCaptureFixture
+) -> None:
+    if store.dialect != "postgresql":
+        pytest.skip("LISTEN/NOTIFY is PostgreSQL's; elsewhere workers poll")
+    thread, stop, ran = _worker_thread(store, "fallback", poll=0.2)
+    try:
+        _wait_for(lambda: _said(worker_logs, "listening for new jobs") == 1, "the listener")
+        with store.engine.connect() as conn:
+            killed = conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE query LIKE 'LISTEN flowstore_jobs%' AND datname = current_database()"
+                )
+            ).all()
+        assert killed
+        _wait_for(lambda: _said(worker_logs, "notification channel dropped") == 1, "the drop")
+        store.queue("fallback").enqueue({})
+        _wait_for(ran.is_set, "the job to run by polling")
+        _wait_for(lambda: _said(worker_logs, "listening for new jobs") == 2, "listening again")
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert not thread.is_alive()
