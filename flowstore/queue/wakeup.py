@@ -123,7 +123,7 @@ class Wakeup:
                 if not self.listening.is_set():
                     log.info("queue %r: listening for new jobs (NOTIFY)", self.queue)
                 self.listening.set()
-                pause, reported = 1.0, False
+                pause = 1.0
                 self._bump(notified=False)  # look once: jobs may have come in the gap
                 self._receive(driver)
             except Exception as exc:  # the driver's, or the pool's: all mean "not listening"
