@@ -129,7 +129,8 @@ class Wakeup:
             except Exception as exc:  # the driver's, or the pool's: all mean "not listening"
                 if self.stop.is_set():
                     break
-                if self.listening.is_set():
+                if self.listening.is_set() or not reported:  # once per outage
+                    reported = True
                     log.warning(
                         "queue %r: the notification channel dropped (%s); polling until it is back",
                         self.queue,
