@@ -17,11 +17,11 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, case, insert, select, update
+from sqlalchemy import Connection, case, insert
 from sqlalchemy.orm import Session
 
 from flowstore import arguments
-from flowstore.errors import InvalidInputError, NotFoundError
+from flowstore.errors import InvalidInputError
 from flowstore.models.enums import JobStatus
 from flowstore.models.job import Job
 from flowstore.models.types import utcnow
@@ -34,9 +34,9 @@ from flowstore.queue.claims import (
     claim_order,
     default_worker_id,
     job_from_row,
-    lost_claim,
     ordered_ids,
 )
+from flowstore.queue.guarded import current_claim, lost_acknowledgements, update_claimed
 from flowstore.queue.statements import (
     ACK_ANY_CLAIM,
     ACK_CLAIMS,
@@ -287,36 +287,11 @@ class QueueCore:
                 result = conn.execute(ACK_CLAIMS, {"ids": ids, "now": now, "token": token})
             if _rowcount(result) != len(ids):
                 unsure.extend(group)
-        errors = self._check_done(conn, unsure)
+        errors = lost_acknowledgements(conn, unsure)
         # A lost claim stays remembered, so that a retry by bare id keeps failing instead of
         # settling the run of the worker that holds the job now.
         lost = {error.job_id for error in errors}
         self.claims.forget(claim.id for claim in claims if claim.id not in lost)
-        return errors
-
-    def _check_done(
-        self, conn: Connection, claims: Sequence[Claim]
-    ) -> builtins.list[LostClaimError]:
-        """After an acknowledging UPDATE that missed rows: the claims that were lost. A job
-        done under the same claim was acknowledged (now or before); a missing job is
-        ``NotFoundError``."""
-        if not claims:
-            return []
-        found = conn.execute(
-            select(_c.id, _c.status, _c.claim_token).where(
-                _c.id.in_({claim.id for claim in claims})
-            )
-        )
-        rows = {row.id: row for row in found}
-        errors: builtins.list[LostClaimError] = []
-        for claim in claims:
-            row = rows.get(claim.id)
-            if row is None:
-                raise NotFoundError(f"job {claim.id} not found")
-            status = JobStatus(row.status)
-            if status is JobStatus.DONE and claim.token in (None, row.claim_token):
-                continue
-            errors.append(lost_claim(claim, status, "acknowledge"))
         return errors
 
     def fail(self, target: Target, ref: JobRef, error: Any, *, retry: bool = True) -> JobStatus:
@@ -326,7 +301,7 @@ class QueueCore:
         conn = connection_of(target)
         claim = self.claims.claim_of(ref)
         if claim.token is None or claim.attempts is None or claim.max_attempts is None:
-            claim = self._current_claim(conn, claim, "fail")
+            claim = current_claim(conn, claim, "fail")
         attempts, max_attempts = claim.attempts or 0, claim.max_attempts or 1
         now = self.now()
         changes: dict[str, Any] = {"last_error": message, "lease_expires_at": None}
@@ -373,18 +348,6 @@ class QueueCore:
         self._settle(connection_of(target), claim, changes, "extend the lease of", keep=True)
         return until
 
-    def _current_claim(self, conn: Connection, claim: Claim, verb: str) -> Claim:
-        """The job's current claim, read (for a bare id this core did not claim)."""
-        row = conn.execute(
-            select(_c.status, _c.claim_token, _c.attempts, _c.max_attempts).where(_c.id == claim.id)
-        ).first()
-        if row is None:
-            raise NotFoundError(f"job {claim.id} not found")
-        status = JobStatus(row.status)
-        if status is not JobStatus.RUNNING or claim.token not in (None, row.claim_token):
-            raise lost_claim(claim, status, verb)
-        return Claim(claim.id, row.claim_token, row.attempts, row.max_attempts)
-
     def _settle(
         self,
         conn: Connection,
@@ -395,14 +358,6 @@ class QueueCore:
         keep: bool = False,
     ) -> None:
         """One guarded UPDATE of a job running under ``claim``; raises if the claim is lost."""
-        guard = (_c.id == claim.id) & (_c.status == JobStatus.RUNNING)
-        if claim.token is not None:
-            guard = guard & (_c.claim_token == claim.token)
-        result = conn.execute(update(JOBS).where(guard).values(**changes))
-        if _rowcount(result) == 0:
-            row = conn.execute(select(_c.status).where(_c.id == claim.id)).first()
-            if row is None:
-                raise NotFoundError(f"job {claim.id} not found")
-            raise lost_claim(claim, JobStatus(row.status), verb)
+        update_claimed(conn, claim, changes, verb)
         if not keep:
             self.claims.forget([claim.id])

@@ -293,7 +293,8 @@ class JobQueue:
         items = builtins.list(payloads)
         options = {"run_at": run_at, "priority": priority, "max_attempts": max_attempts}
         return self.execution.run(
-            lambda conn: self.core.enqueue_many(conn, items, task=task, **options), single=True
+            # In a transaction even on PostgreSQL: a large batch may go as several statements.
+            lambda conn: self.core.enqueue_many(conn, items, task=task, **options)
         )
 
     def heartbeat(self, job: JobRef, *, lease_seconds: float | None = None) -> datetime:
