@@ -21,6 +21,10 @@ the figure is jobs acknowledged per second of wall time, over all processes.
 
 The goals of issue 18 are checked on the rows (column ``goal``): PostgreSQL batches of 10 at
 least 1.2x pgqueuer and 0.5x the raw loop, single claims at least 0.6x the raw loop.
+``worker_cpu_us_per_job`` is the CPU time the worker processes spent per job (from the start
+signal to their end): what each way costs on the client, which the wall-clock figures of a
+shared machine (other work, other fsyncs) blur.
+
 
     .venv/bin/python scripts/bench_queue.py [--backends sqlite,postgresql,mysql] [--quick]
 
@@ -82,6 +86,9 @@ class Gate:
     def open(self) -> None:
         self.ready.put(os.getpid())
         self.start.wait()
+        self.cpu_started = time.process_time()
+
+    cpu_started: float = 0.0
 
 
 Loop = Callable[[str, int, Gate], int]
@@ -295,7 +302,7 @@ RAW_LOOPS: dict[str, Loop] = {
 
 def _child(loop: Loop, url: str, batch: int, gate: Gate, results: Any) -> None:
     count = loop(url, batch, gate)
-    results.put((count, time.perf_counter()))
+    results.put((count, time.perf_counter(), time.process_time() - gate.cpu_started))
 
 
 def _fill_jobs(store: Store, count: int) -> None:
@@ -336,8 +343,9 @@ def _fill_pgqueuer(url: str, count: int) -> None:
 
 def measure_loop(
     store: Store, url: str, case: Case, workers: int, sizes: Sizes
-) -> tuple[int, float]:
-    """Run ``case`` in ``workers`` processes from a full queue: (jobs, seconds)."""
+) -> tuple[int, float, float]:
+    """Run ``case`` in ``workers`` processes from a full queue: (jobs, seconds, CPU seconds
+    of the worker processes)."""
     if case.loop is pgqueuer_loop:
         _fill_pgqueuer(url, sizes["jobs"])
     else:
@@ -362,8 +370,8 @@ def measure_loop(
     reports = [results.get(timeout=600) for _ in processes]
     for process in processes:
         process.join(timeout=60)
-    jobs = sum(count for count, _ in reports)
-    return jobs, max(ended for _, ended in reports) - began
+    jobs = sum(count for count, _, _ in reports)
+    return jobs, max(ended for _, ended, _ in reports) - began, sum(cpu for _, _, cpu in reports)
 
 
 @dataclass(frozen=True)
@@ -421,7 +429,7 @@ def bench_backend(
     try:
         for count in workers or WORKERS:
             for case in cases:
-                jobs, seconds = measure_loop(store, url, case, count, sizes)
+                jobs, seconds, cpu = measure_loop(store, url, case, count, sizes)
                 rows.append(
                     {
                         "backend": name,
@@ -430,6 +438,7 @@ def bench_backend(
                         "jobs": jobs,
                         "seconds": round(seconds, 3),
                         "jobs_per_s": round(jobs / seconds, 1) if seconds > 0 else 0.0,
+                        "worker_cpu_us_per_job": round(cpu / jobs * 1e6, 1) if jobs else "",
                     }
                 )
     finally:
