@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import text, update
 
 from flowstore import AlreadyExistsError, InvalidInputError, NotFoundError, Store
 from flowstore.models import Job, JobSchedule, JobStatus
@@ -340,9 +340,7 @@ def test_the_worker_enqueues_due_periodic_jobs_as_it_polls(store: Store) -> None
     queue.schedule("nightly", "0 3 * * *", {"kind": "cleanup"}, task="cleanup")
     with store.engine.begin() as conn:  # make its tick due now
         conn.execute(
-            JobSchedule.__table__.update().values(
-                next_run_at=datetime.now(UTC) - timedelta(seconds=5)
-            )
+            update(JobSchedule).values(next_run_at=datetime.now(UTC) - timedelta(seconds=5))
         )
     ran: list[Any] = []
     tasks = Tasks()
