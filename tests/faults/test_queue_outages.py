@@ -52,7 +52,7 @@ def _drain_through_outages(
     stop_all(workers)
     runs = run_counts(record_dir)
     print(f"figures: {_settled(counts)}, {sum(runs.values())} runs of {len(runs)} jobs")
-    assert _settled(counts) == {"queued": 0, "running": 0, "done": JOBS, "dead": 0}
+    assert _settled(counts) == {"queued": 0, "running": 0, "done": JOBS, "dead": 0, "cancelled": 0}
     assert len(alive) == 4  # the workers survived both outages
     assert set(runs) == ids  # 0 lost
     assert {job_id: n for job_id, n in runs.items() if n > 1} == {}  # 0 run twice
@@ -120,7 +120,13 @@ def test_a_killed_and_a_stopped_worker_lose_nothing_and_rerun_only_their_own_job
     stop_all([w for w in workers if w is not killed])
     runs = run_counts(record_dir)
     print(f"figures: {_settled(counts)}, twice {[n for n in runs.values() if n > 1]}")
-    assert _settled(counts) == {"queued": 0, "running": 0, "done": len(regular) + 2, "dead": 0}
+    assert _settled(counts) == {
+        "queued": 0,
+        "running": 0,
+        "done": len(regular) + 2,
+        "dead": 0,
+        "cancelled": 0,
+    }
     assert set(runs) == regular | {killed_job, stopped_job}  # nothing lost
     assert len(killed_mate) == len(stopped_mate) == 1  # each held one more job, not started
     # only the two long jobs, in hand when their workers died or stalled, ran twice
