@@ -426,3 +426,15 @@ def test_a_dropped_channel_falls_back_to_polling_and_comes_back(
         stop.set()
         thread.join(timeout=30)
     assert not thread.is_alive()
+
+
+def test_a_pinned_queue_reports_an_unreachable_server_as_connection_failed() -> None:
+    from flowstore import ConnectionFailedError
+    from tests.test_cli import closed_port
+
+    with Store(f"postgresql://nobody@127.0.0.1:{closed_port()}/none") as store:
+        queue = store.queue("q")
+        with queue.pinned():
+            for _ in range(2):  # the failed connection is not kept: the next call tries anew
+                with pytest.raises(ConnectionFailedError):
+                    queue.dequeue()

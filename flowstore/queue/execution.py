@@ -95,7 +95,8 @@ class OwnTransactions:
             return None
         conn: Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = (self._autocommit or self.engine()).connect()
+            with translating():  # an outage is ConnectionFailedError here too
+                conn = (self._autocommit or self.engine()).connect()
             self._local.conn = conn
         return conn
 
