@@ -8,6 +8,7 @@ from flowstore.models.application import Application
 from flowstore.models.audit_log import AuditLog
 from flowstore.models.base import NAMING_CONVENTION, Base, Entity, tenant_column
 from flowstore.models.deployment import Deployment, DeploymentNode
+from flowstore.models.event import EVENTS
 from flowstore.models.enums import (
     ACTIVE_REQUEST_STATUSES,
     DeploymentStatus,
@@ -43,6 +44,7 @@ __all__ = [
     "Deployment",
     "DeploymentNode",
     "DeploymentStatus",
+    "EVENTS",
     "Entity",
     "InferenceRequest",
     "JSONType",
