@@ -40,6 +40,7 @@ from flowstore.cli_store import (
     open_store,
 )
 from flowstore.errors import FlowstoreError, mask_secrets, translate
+from flowstore.events.cli import add_commands as add_event_commands
 from flowstore.models import Job
 from flowstore.store import Store
 from flowstore.worker import add_arguments as add_worker_arguments
@@ -202,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"walk a control-plane story on a demo database (default: ./{DEMO_FILE})",
         fallback=f"sqlite:///{DEMO_FILE}",
     )
+    add_event_commands(commands)  # `flowstore events relay|prune` (flowstore.events.cli)
     parser.set_defaults(command=lambda _args: _usage(parser))
     return parser
 

@@ -103,6 +103,8 @@ class Pending:
         default_factory=list
     )
     marks: dict[SessionTransaction, tuple[int, int]] = field(default_factory=dict)
+    # the savepoint that ended last, and its mark: a rollback reports after the end
+    ended: tuple[SessionTransaction, tuple[int, int]] | None = None
 
     def __bool__(self) -> bool:
         return bool(self.changes or self.published)
@@ -111,6 +113,7 @@ class Pending:
         self.changes.clear()
         self.published.clear()
         self.marks.clear()
+        self.ended = None
 
 
 _SNAKE = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
@@ -362,6 +365,8 @@ def _after_soft_rollback(session: Session, previous: SessionTransaction) -> None
         found.clear()
         return
     mark = found.marks.pop(boundary, None)
+    if mark is None and found.ended is not None and found.ended[0] is boundary:
+        mark = found.ended[1]
     if mark is not None:
         del found.changes[mark[0] :]
         del found.published[mark[1] :]
@@ -374,8 +379,9 @@ def _after_transaction_end(session: Session, transaction: SessionTransaction) ->
         return
     if transaction.parent is None:
         found.clear()
-    else:
-        found.marks.pop(transaction, None)
+        return
+    mark = found.marks.pop(transaction, None)
+    found.ended = None if mark is None else (transaction, mark)
 
 
 event.listen(FlowstoreSession, "before_flush", _before_flush)

@@ -26,10 +26,13 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, event, insert, text
+import weakref
+
+from sqlalchemy import Connection, Engine, event, insert, inspect, text
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import Session
 
+from flowstore.errors import InvalidInputError
 from flowstore.events.capture import (
     Change,
     Pending,
@@ -127,9 +130,26 @@ def lock_event_log(connection: Connection) -> None:
         connection.execute(stmt.on_duplicate_key_update(id=stmt.inserted.id))
 
 
+_CHECKED: weakref.WeakKeyDictionary[Engine, bool] = weakref.WeakKeyDictionary()
+
+
+def _check_table(connection: Connection) -> None:
+    """Once per engine: a database without the events table is refused with the remedy."""
+    engine = connection.engine
+    if _CHECKED.get(engine):
+        return
+    if not inspect(connection).has_table(EVENTS.name):
+        raise InvalidInputError(
+            "change events are on but the database has no events table: run `flowstore db "
+            "upgrade`, or turn events off (Store(..., events=False), FLOWSTORE_EVENTS=false)"
+        )
+    _CHECKED[engine] = True
+
+
 def write_events(connection: Connection, rows: list[dict[str, Any]]) -> None:
     """Insert ``rows`` (from :func:`event_rows`) in commit order: see the module's text."""
     if rows:
+        _check_table(connection)
         lock_event_log(connection)
         connection.execute(insert(EVENTS), rows)
 
