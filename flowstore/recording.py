@@ -35,7 +35,8 @@ def attach(
     if url:
         from flowstore.cache.client import open_cache
 
-        cache = open_cache(url, settings, asynchronous=asynchronous)
+        database = engine.url.render_as_string(hide_password=True)
+        cache = open_cache(url, database, asynchronous=asynchronous)
     if enabled or cache is not None:
         session_factory.configure(info={RECORDING: Recording(events=enabled, cache=cache)})
     return EventLog(engine, enabled=enabled), cache

@@ -500,7 +500,7 @@ def test_the_batch_goes_to_the_driver_in_one_call(store: Store, copies: list[str
                 uow.deployments.add_many(items)
         finally:
             event.remove(store.engine, "before_cursor_execute", record)
-        inserts = [(s, p) for s, p in seen if s.startswith("INSERT")]
+        inserts = [(s, p) for s, p in seen if s.startswith("INSERT INTO deployments")]
         assert len(inserts) == 1 and copies == []
         statement, params = inserts[0]
         assert "VALUES (?," in statement or "VALUES (%s," in statement

@@ -38,6 +38,7 @@ __all__ = [
     "cascaded_rows",
     "cascading_models",
     "lookup_columns",
+    "lookups_of",
     "model_options",
     "pending",
     "record",
@@ -92,6 +93,7 @@ class Change:
     old: dict[str, Any] | None
     new: dict[str, Any] | None
     changed: tuple[str, ...] = ()
+    row: dict[str, Any] = field(default_factory=dict)  # every field known, after the change
 
 
 @dataclass
@@ -141,18 +143,23 @@ def model_options(model: type[Any]) -> ModelOptions:
     )
 
 
-_LOOKUPS: dict[type[Any], set[str]] = {}
+_LOOKUPS: dict[type[Any], set[tuple[str, ...]]] = {}
 
 
-def register_lookup(model: type[Any], fields: Iterable[str]) -> None:
-    """Note that a cache keeps ``model`` rows by these fields too (``flowstore.cache``): a
-    statement that changes one of them must read the old values first."""
-    _LOOKUPS.setdefault(model, set()).update(fields)
+def register_lookup(model: type[Any], fields: Sequence[str]) -> None:
+    """Note that a cache keeps ``model`` rows by these fields too (``flowstore.cache``): its
+    invalidations cover them, and a statement that changes one reads the old values first."""
+    _LOOKUPS.setdefault(model, set()).add(tuple(fields))
+
+
+def lookups_of(model: type[Any]) -> set[tuple[str, ...]]:
+    """The field tuples cached lookups of ``model`` are keyed by."""
+    return _LOOKUPS.get(model, set())
 
 
 def lookup_columns(model: type[Any]) -> set[str]:
     """The fields of ``model`` that cached lookups are keyed by."""
-    return _LOOKUPS.get(model, set())
+    return {name for fields in _LOOKUPS.get(model, ()) for name in fields}
 
 
 def recording(session: Session) -> Recording | None:
@@ -193,12 +200,13 @@ def row_change(
     after the change, or as it was before a deletion)."""
     options = model_options(model)
     known = {name: values[name] for name in options.columns if name in values}
+    key, org = known.get(options.key), _org(options, known)
     if kind == "deleted":
-        return Change(model, known.get(options.key), kind, _org(options, known), known, None)
+        return Change(model, key, kind, org, known, None, (), known)
     if kind == "created":
-        return Change(model, known.get(options.key), kind, _org(options, known), None, known)
+        return Change(model, key, kind, org, None, known, (), known)
     new = {name: known[name] for name in changed if name in known}
-    return Change(model, known.get(options.key), kind, _org(options, known), old, new, tuple(changed))
+    return Change(model, key, kind, org, old, new, tuple(changed), known)
 
 
 def record(session: Session, changes: Iterable[Change]) -> None:
@@ -302,16 +310,15 @@ def cascaded_rows(
             values = ids
             if referred_key is not parent_table.c[model_options(parent).key]:
                 continue  # a cascade on another referred column: rare, not followed
+            attributes = [getattr(child, prop.key) for prop in inspect(child).column_attrs]
+            link = getattr(child, inspect(child).get_property_by_column(table.c[column]).key)
             for start in range(0, len(values), 500):
                 rows = session.execute(
-                    select(table).where(table.c[column].in_(values[start : start + 500]))
+                    select(*attributes).where(link.in_(values[start : start + 500]))
                 ).mappings()
                 found: list[Any] = []
                 for row in rows:
-                    record_values = {
-                        prop.key: row[prop.columns[0].name]
-                        for prop in inspect(child).column_attrs
-                    }
+                    record_values = dict(row)
                     ident = record_values[child_options.key]
                     if (child, ident) in seen:
                         continue

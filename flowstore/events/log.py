@@ -23,7 +23,6 @@ from flowstore.events.capture import pending, recording
 from flowstore.events.writer import json_safe
 from flowstore.models.event import EVENTS
 from flowstore.models.types import utcnow
-from flowstore.tenancy import session_org_id
 
 __all__ = [
     "MAX_READ",
@@ -174,6 +173,8 @@ class EventPublisher:
             )
         if data is not None and not isinstance(data, Mapping):
             raise InvalidInputError("event data must be a mapping (a JSON object)")
+        from flowstore.tenancy import session_org_id  # tenancy imports the repositories
+
         scope = session_org_id(self.session)
         if org_id is None:
             org = scope

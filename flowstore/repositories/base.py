@@ -20,6 +20,8 @@ from sqlalchemy import ColumnElement, Select, delete, func, inspect, select, upd
 from sqlalchemy.orm import Mapper, Session
 from sqlalchemy.orm.util import identity_key
 
+import flowstore.cache  # noqa: F401 (its commit hooks)
+from flowstore.cache.reads import cache_of, cached_get
 from flowstore.errors import (
     TRANSLATED_ERRORS,
     AlreadyExistsError,
@@ -108,6 +110,9 @@ class Repository(Generic[T]):
         key = key_for(self.model, id)
         if key is None:
             return None
+        if cache_of(self.session) is not None:  # through the store's cache (flowstore.cache)
+            found: T | None = cached_get(self.session, self.model, key)
+            return found
         entity: T | None = self.session.get(self.model, key)
         return entity
 
