@@ -234,7 +234,7 @@ class Cache:
             return self._namespace
         if self._down_until and time.monotonic() < self._down_until:
             return None
-        info = self._call(lambda: self._run(self.client.info("server")), probe=True)
+        info = self._call(lambda: self.client.info("server"), probe=True)
         if info is None:
             return None
         run_id = str(info.get("run_id", ""))[:12]
