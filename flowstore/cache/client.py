@@ -224,7 +224,17 @@ class Cache:
         return not self._unsent
 
     def bypass(self) -> None:
+        """Count a read that went to the database without asking Redis."""
         self.stats.bypassed += 1
+
+    @property
+    def undelivered(self) -> int:
+        """Invalidations that could not be sent yet (reads skip the cache until they are)."""
+        return len(self._unsent)
+
+    def retry_now(self) -> None:
+        """Try Redis at the next call, without waiting for ``retry_after`` to pass."""
+        self._down_until = min(self._down_until, time.monotonic())
 
     # -- Redis, and its failures -----------------------------------------------------------
 
