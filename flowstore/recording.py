@@ -7,13 +7,16 @@ factory makes, and returns the store's event log and cache.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 
 from flowstore.config import Settings
 from flowstore.events.capture import RECORDING, Recording
 from flowstore.events.log import EventLog
+
+if TYPE_CHECKING:
+    from flowstore.cache.client import Cache
 
 __all__ = ["attach"]
 
@@ -26,7 +29,7 @@ def attach(
     events: bool | None = None,
     cache_url: str | None = None,
     asynchronous: bool = False,
-) -> tuple[EventLog, Any]:
+) -> tuple[EventLog, Cache | None]:
     """Configure ``session_factory`` (a sync or async sessionmaker) to record events and/or
     invalidate a cache; the store's ``(events, cache)``."""
     enabled = settings.events if events is None else bool(events)

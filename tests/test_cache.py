@@ -7,13 +7,12 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import threading
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-from flowstore import Store, TenantScopeError, where
+from flowstore import Store, TenantScopeError, UnitOfWork, where
 from flowstore.cache import client as cache_client
 from flowstore.cache.client import Cache
 from flowstore.models import Application, Deployment, Organization, User
@@ -31,8 +30,13 @@ def redis_url() -> Iterator[str]:
         yield url
 
 
+def cache(store: Store) -> Cache:
+    assert store.cache is not None
+    return store.cache
+
+
 def redis_url_of(store: Store) -> str:
-    kwargs = store.cache.client.connection_pool.connection_kwargs  # type: ignore[union-attr]
+    kwargs = cache(store).client.connection_pool.connection_kwargs
     return f"redis://{kwargs['host']}:{kwargs['port']}/{kwargs['db']}"
 
 
@@ -59,12 +63,13 @@ def _org_with_app(store: Store, slug: str = "acme") -> tuple[Organization, Appli
 
 def _warm(store: Store, org: Organization, app: Application, raw: str) -> None:
     for _ in range(2):  # SQLite fills only the first read of a transaction: twice is enough
-        for read in (
+        reads: list[Callable[[UnitOfWork], object]] = [
             lambda uow: uow.organizations.get(org.id),
             lambda uow: uow.organizations.get_by_slug(org.slug),
             lambda uow: uow.applications.get_by_api_key(raw),
             lambda uow: uow.applications.get(app.id),
-        ):
+        ]
+        for read in reads:
             with store.unit_of_work() as uow:
                 read(uow)
 
@@ -72,15 +77,13 @@ def _warm(store: Store, org: Organization, app: Application, raw: str) -> None:
 def test_reads_are_answered_from_the_cache(cached: Store) -> None:
     org, app, raw = _org_with_app(cached)
     _warm(cached, org, app, raw)
-    cache = cached.cache
-    assert isinstance(cache, Cache)
-    hits = cache.stats.hits
+    hits = cache(cached).stats.hits
     with cached.unit_of_work() as uow:
         found = uow.applications.get_by_api_key(raw)
-    assert found is not None and found.id == app.id and cache.stats.hits == hits + 1
+    assert found is not None and found.id == app.id and cache(cached).stats.hits == hits + 1
     with cached.unit_of_work() as uow:
         assert uow.organizations.get(org.id).slug == "acme"
-    assert cache.stats.hits == hits + 2
+    assert cache(cached).stats.hits == hits + 2
 
 
 def test_a_cached_entity_updates_like_a_loaded_one(cached: Store) -> None:
@@ -89,11 +92,11 @@ def test_a_cached_entity_updates_like_a_loaded_one(cached: Store) -> None:
     for _ in range(2):
         with cached.unit_of_work() as uow:
             uow.deployments.get(d.id)
-    hits = cached.cache.stats.hits
+    hits = cache(cached).stats.hits
     with cached.unit_of_work() as uow:
         found = uow.deployments.get(d.id)
         found.config["replicas"] = 3  # in place, on an object that came from Redis
-    assert cached.cache.stats.hits == hits + 1
+    assert cache(cached).stats.hits == hits + 1
     with cached.unit_of_work() as uow:
         again = uow.deployments.get(d.id)
         assert again.config == {"replicas": 3} and again.lock_version == 2
@@ -163,13 +166,13 @@ def test_tenant_scope_applies_to_cached_reads(cached: Store) -> None:
             uow.users.get_by_email(org.id, "a@acme.test")
             uow.deployments.get(d.id)
     with cached.unit_of_work(org_id=other.id) as uow:
-        hits = cached.cache.stats.hits
+        hits = cache(cached).stats.hits
         assert uow.applications.get_by_api_key(raw) is None
         assert uow.applications.get_or_none(app.id) is None
         assert uow.organizations.get_by_slug("acme") is None
         assert uow.users.get_by_external_id("ext-1") is None
         assert uow.users.get_by_email(org.id, "a@acme.test") is None
-        assert cached.cache.stats.hits > hits  # answered by the cache, and still refused
+        assert cache(cached).stats.hits > hits  # answered by the cache, and still refused
         with pytest.raises(TenantScopeError):
             uow.deployments.get(d.id)  # platform data: refused, cached or not
     with cached.unit_of_work(org_id=org.id) as uow:
@@ -180,8 +183,12 @@ def test_tenant_scope_applies_to_cached_reads(cached: Store) -> None:
 # -- the read-populate race -----------------------------------------------------------------
 
 
-def _stalled_fill(monkeypatch: pytest.MonkeyPatch, reader: list[threading.Thread],
-                  reached: threading.Event, go_on: threading.Event) -> None:
+def _stalled_fill(
+    monkeypatch: pytest.MonkeyPatch,
+    reader: list[threading.Thread],
+    reached: threading.Event,
+    go_on: threading.Event,
+) -> None:
     fill = Cache.fill
 
     def stalled(self: Cache, item: str, token: bytes, value: str) -> None:
@@ -196,7 +203,7 @@ def _stalled_fill(monkeypatch: pytest.MonkeyPatch, reader: list[threading.Thread
 def _race(cached: Store, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
     """A reader misses, reads the old row, and stalls before filling; the key is rotated and
     committed meanwhile; then the reader fills. Returns (old key, new key)."""
-    org, app, raw = _org_with_app(cached)
+    _org, app, raw = _org_with_app(cached)
     reached, go_on = threading.Event(), threading.Event()
     reader: list[threading.Thread] = []
     _stalled_fill(monkeypatch, reader, reached, go_on)
@@ -235,15 +242,15 @@ def test_the_race_check_can_fail_without_leases(
         "_FILL",
         "redis.call('HSET', KEYS[1], 'd', ARGV[2]); redis.call('HDEL', KEYS[1], 'l'); return 1",
     )
-    assert cached.cache is not None
     with Store(cached.url, cache_url=redis_url_of(cached)) as unleased:
         old, _new = _race(unleased, monkeypatch)
         with unleased.unit_of_work() as uow:
             assert uow.applications.get_by_api_key(old) is not None  # the stale row authenticates
 
 
-def _process_reader(url: str, cache_url: str, slug: str, raws: Any, version: Any,
-                    stop: Any, failures: Any) -> None:
+def _process_reader(
+    url: str, cache_url: str, slug: str, raws: Any, version: Any, stop: Any, failures: Any
+) -> None:
     """Read the organization (by id, by slug) and the retired keys in a loop; a read that
     started after the commit of version ``v`` must see ``v`` or later."""
     with Store(url, cache_url=cache_url) as store:
@@ -320,7 +327,7 @@ def test_an_unreachable_redis_degrades_to_the_database(
                 uow.applications.rotate_api_key(app.id)
             with down.unit_of_work() as uow:
                 assert uow.applications.get_by_api_key(raw) is None
-        assert down.cache.stats.errors >= 1 and down.cache.stats.database_reads >= 6
+        assert cache(down).stats.errors >= 1 and cache(down).stats.database_reads >= 6
         assert "reading from the database" in caplog.text
 
 
@@ -331,7 +338,7 @@ def test_invalidations_missed_in_an_outage_are_sent_before_the_cache_is_read_aga
 
     org, app, raw = _org_with_app(cached)
     _warm(cached, org, app, raw)
-    cache = cached.cache
+    held = cache(cached)
     real_call = Cache._call
 
     def broken(self: Cache, call: Any, *, probe: bool = False) -> Any:
@@ -343,9 +350,9 @@ def test_invalidations_missed_in_an_outage_are_sent_before_the_cache_is_read_aga
     monkeypatch.setattr(Cache, "_call", broken)
     with cached.unit_of_work() as uow:
         uow.applications.rotate_api_key(app.id)  # commits; Redis never hears of it
-    assert cache is not None and cache.undelivered == 3  # the entity, old and new key lookups
+    assert held.undelivered == 3  # the entity, the old and the new key's lookups
     monkeypatch.setattr(Cache, "_call", real_call)
-    cache.retry_now()  # Redis is back
+    held.retry_now()  # Redis is back
     with cached.unit_of_work() as uow:
         assert uow.applications.get_by_api_key(raw) is None
-    assert cache.undelivered == 0
+    assert held.undelivered == 0

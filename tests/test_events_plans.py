@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.dialects import postgresql
 
 from flowstore import Store
 from flowstore.events.log import prune_batch_statement, read_statement
@@ -53,9 +52,13 @@ def _fill(store: Store, start: int, total: int) -> None:
 
 
 def _explain(store: Store, statement: Any) -> dict[str, Any]:
-    compiled = statement.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True})
+    compiled = statement.compile(
+        dialect=store.engine.dialect, compile_kwargs={"literal_binds": True}
+    )
     with store.engine.connect() as conn:
-        row = conn.exec_driver_sql(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {compiled}").scalar_one()
+        row = conn.exec_driver_sql(
+            f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {compiled}"
+        ).scalar_one()
         conn.rollback()
     plan = row if isinstance(row, list) else json.loads(row)
     return plan[0]["Plan"]  # type: ignore[no-any-return]

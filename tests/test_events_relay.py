@@ -152,7 +152,9 @@ def test_prune_from_the_command_line(db: Store, capsys: pytest.CaptureFixture[st
     ids = [e.id for e in db.events.read()]
     with db.engine.begin() as conn:
         conn.execute(
-            update(EVENTS).where(EVENTS.c.id.in_(ids[:2])).values(created_at=utcnow() - timedelta(days=8))
+            update(EVENTS)
+            .where(EVENTS.c.id.in_(ids[:2]))
+            .values(created_at=utcnow() - timedelta(days=8))
         )
     url = db.url.render_as_string(hide_password=False)
     assert main(["events", "prune", "--url", url, "--older-than", "7d"]) == 0

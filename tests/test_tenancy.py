@@ -32,8 +32,8 @@ from flowstore.errors import (
     NotFoundError,
     TenantScopeError,
 )
-from flowstore.models import EVENTS
 from flowstore.models import (
+    EVENTS,
     FLOWSTORE_TABLES,
     Application,
     AuditLog,
@@ -169,7 +169,11 @@ def snapshot(store: Store, excluded_org: uuid.UUID) -> dict[str, list[str]]:
                 column = "org_id"  # the organization's own events are its rows too
             found = []
             for row in conn.execute(select(table)).mappings():
-                if column is not None and row[column] is not None and _uuid(row[column]) == excluded_org:
+                if (
+                    column is not None
+                    and row[column] is not None
+                    and _uuid(row[column]) == excluded_org
+                ):
                     continue
                 found.append(repr(sorted(row.items())))
             rows[table.name] = sorted(found)

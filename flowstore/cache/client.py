@@ -301,10 +301,13 @@ def open_cache(url: str, database: str, *, asynchronous: bool = False) -> Cache:
         else:
             import redis as redis_module  # type: ignore[no-redef]
     except ImportError:
-        raise InvalidInputError("cache_url needs redis-py: pip install 'flowstore[redis]'") from None
-    options = {"socket_timeout": 1.0, "socket_connect_timeout": 0.5, "health_check_interval": 30}
+        raise InvalidInputError(
+            "cache_url needs redis-py: pip install 'flowstore[redis]'"
+        ) from None
     try:
-        client = redis_module.Redis.from_url(url, **options)
+        client = redis_module.Redis.from_url(
+            url, socket_timeout=1.0, socket_connect_timeout=0.5, health_check_interval=30
+        )
     except ValueError as exc:
         raise InvalidInputError(f"invalid cache URL {mask_secrets(url)!r}: {exc}") from None
     return Cache(

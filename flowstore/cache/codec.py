@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import enum
-import functools
 import hashlib
 import json
 import uuid
@@ -95,9 +94,17 @@ class Codec:
         }
 
 
-@functools.cache
+_CODECS: dict[type[Any], Codec | None] = {}
+
+
 def codec_for(model: type[Any]) -> Codec | None:
     """The codec of ``model``, or ``None`` when one of its columns cannot be cached."""
+    if model not in _CODECS:
+        _CODECS[model] = _codec(model)
+    return _CODECS[model]
+
+
+def _codec(model: type[Any]) -> Codec | None:
     mapper: Mapper[Any] = inspect(model)
     names: list[str] = []
     encoders: list[Callable[[Any], Any]] = []
@@ -115,6 +122,8 @@ def codec_for(model: type[Any]) -> Codec | None:
         decoders.append(pair[1])
         if pair[0] is _same and pair[1] is _same and isinstance(sql_type, JSON):
             json_attributes.append(prop.key)
-    shape = repr([(n, repr(p.columns[0].type)) for n, p in zip(names, mapper.column_attrs)])
+    shape = repr([(prop.key, repr(prop.columns[0].type)) for prop in mapper.column_attrs])
     fingerprint = hashlib.sha1(f"{model.__name__}:{shape}".encode()).hexdigest()[:12]  # noqa: S324
-    return Codec(tuple(names), tuple(encoders), tuple(decoders), tuple(json_attributes), fingerprint)
+    return Codec(
+        tuple(names), tuple(encoders), tuple(decoders), tuple(json_attributes), fingerprint
+    )

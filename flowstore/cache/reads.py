@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import types
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, cast
@@ -67,9 +68,7 @@ def entity_key(cache: Cache, model: type[Any], key: Any) -> str:
     return cache.key("e", table, encode_key(key))
 
 
-def lookup_key(
-    cache: Cache, model: type[Any], fields: Sequence[str], values: Sequence[Any]
-) -> str:
+def lookup_key(cache: Cache, model: type[Any], fields: Sequence[str], values: Sequence[Any]) -> str:
     table = inspect(model).local_table.name
     digest = hashlib.sha256(json.dumps([encode_key(v) for v in values]).encode()).hexdigest()
     return cache.key("l", table, ",".join(fields), digest[:32])
@@ -96,7 +95,8 @@ def _usable(session: Session, cache: Cache, model: type[Any], *, lookup: bool) -
     if any(change.model is model for change in pending(session).changes):
         return None  # read your own writes
     if lookup and any(
-        isinstance(obj, model) for objs in (session.new, session.dirty, session.deleted)
+        isinstance(obj, model)
+        for objs in (session.new, session.dirty, session.deleted)
         for obj in objs
     ):
         return None  # the query would flush them first
@@ -171,7 +171,7 @@ def _attach(session: Session, model: type[Any], codec: Codec, values: dict[str, 
     """The session's object for this row: the one it holds, or a new persistent one."""
     mapper: Mapper[Any] = inspect(model)
     key = mapper.get_property_by_column(mapper.primary_key[0]).key
-    identity = mapper.identity_key_from_primary_key([values[key]])
+    identity = mapper.identity_key_from_primary_key((values[key],))
     held = session.identity_map.get(identity)
     if held is not None:
         return held
@@ -224,7 +224,7 @@ def cached_get(session: Session, model: type[Any], key: Any) -> Any:
     """``session.get(model, key)`` through the cache of the session's store."""
     cache = cache_of(session)
     mapper: Mapper[Any] = inspect(model)
-    if cache is None or mapper.identity_key_from_primary_key([key]) in session.identity_map:
+    if cache is None or mapper.identity_key_from_primary_key((key,)) in session.identity_map:
         return session.get(model, key)
     codec = _usable(session, cache, model, lookup=False)
     if codec is None:
@@ -275,7 +275,7 @@ class _CachedLookup:
     def __get__(self, repository: Any, owner: type[Any]) -> Any:
         if repository is None:
             return self.function
-        return self.function.__get__(repository, owner)
+        return types.MethodType(self.function, repository)
 
     def _lookup_values(self, repository: Any, args: Any, kwargs: Any) -> list[Any] | None:
         model = repository.model

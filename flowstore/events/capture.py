@@ -14,7 +14,6 @@ are dropped, and a rollback of the whole transaction drops them all. At commit
 
 from __future__ import annotations
 
-import functools
 import re
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -23,7 +22,7 @@ from typing import Any, Literal
 
 from sqlalchemy import Table, event, inspect, select
 from sqlalchemy.orm import Mapper, Session, SessionTransaction, UOWTransaction
-from sqlalchemy.orm.attributes import NO_VALUE
+from sqlalchemy.orm.base import NO_VALUE
 
 from flowstore.models.base import Base, tenant_column
 from flowstore.sessions import FlowstoreSession
@@ -121,9 +120,18 @@ class Pending:
 _SNAKE = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 
 
-@functools.cache
+_OPTIONS: dict[type[Any], ModelOptions] = {}
+
+
 def model_options(model: type[Any]) -> ModelOptions:
     """The event settings of ``model`` (see :class:`ModelOptions`)."""
+    known = _OPTIONS.get(model)
+    if known is None:
+        known = _OPTIONS[model] = _options(model)
+    return known
+
+
+def _options(model: type[Any]) -> ModelOptions:
     mapper: Mapper[Any] = inspect(model)
     name = getattr(model, "__event_name__", None) or _SNAKE.sub("_", model.__name__).lower()
     secret = frozenset(getattr(model, "__secret_fields__", ()))
@@ -173,7 +181,7 @@ def pending(session: Session) -> Pending:
     found = session.info.get(_PENDING)
     if found is None:
         found = session.info[_PENDING] = Pending()
-    return found  # type: ignore[no-any-return]
+    return found  # type: ignore[no-any-return,unused-ignore]
 
 
 def _tracked(model: type[Any]) -> bool:
@@ -261,7 +269,7 @@ def _before_flush(session: Session, _context: UOWTransaction, _instances: Any) -
         return
     by_model: dict[type[Any], list[Any]] = {}
     for obj in deleted:
-        by_model.setdefault(type(obj), []).append(inspect(obj).identity[0])  # type: ignore[index]
+        by_model.setdefault(type(obj), []).append(inspect(obj).identity[0])  # type: ignore[index,unused-ignore]
     with session.no_autoflush:
         cascaded = [row_change(m, "deleted", v) for m, v in cascaded_rows(session, by_model)]
     if cascaded:
@@ -329,10 +337,19 @@ def cascaded_rows(
                     queue.append((child, found))
 
 
-@functools.cache
+_CASCADES: dict[type[Any], tuple[tuple[type[Any], str, str], ...]] = {}
+
+
 def cascading_models(parent: type[Any]) -> tuple[tuple[type[Any], str, str], ...]:
     """(child model, its column, the parent's referred column) per ``ON DELETE CASCADE``
     foreign key from a model on ``Base`` to ``parent``'s table."""
+    known = _CASCADES.get(parent)
+    if known is None:
+        known = _CASCADES[parent] = _cascades(parent)
+    return known
+
+
+def _cascades(parent: type[Any]) -> tuple[tuple[type[Any], str, str], ...]:
     parent_table = inspect(parent).local_table
     found = []
     for mapper in Base.registry.mappers:

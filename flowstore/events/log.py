@@ -38,7 +38,7 @@ __all__ = [
 
 MAX_READ = 10_000
 PRUNE_BATCH = 5_000
-_TYPE_LENGTH = EVENTS.c.type.type.length or 255
+_TYPE_LENGTH = 255  # events.type is a String(255)
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ def read_statement(after: int, limit: int) -> Any:
     return select(EVENTS).where(EVENTS.c.id > after).order_by(EVENTS.c.id).limit(limit)
 
 
-def to_event(row: Mapping[str, Any]) -> Event:
+def to_event(row: Mapping[Any, Any]) -> Event:
     """An :class:`Event` from a row of the events table."""
     return Event(
         id=int(row["id"]),

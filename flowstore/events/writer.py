@@ -21,12 +21,11 @@ from __future__ import annotations
 import base64
 import enum
 import uuid
+import weakref
 from collections.abc import Callable
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
-
-import weakref
 
 from sqlalchemy import Connection, Engine, event, insert, inspect, text
 from sqlalchemy.dialects import mysql

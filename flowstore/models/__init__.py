@@ -8,7 +8,6 @@ from flowstore.models.application import Application
 from flowstore.models.audit_log import AuditLog
 from flowstore.models.base import NAMING_CONVENTION, Base, Entity, tenant_column
 from flowstore.models.deployment import Deployment, DeploymentNode
-from flowstore.models.event import EVENTS
 from flowstore.models.enums import (
     ACTIVE_REQUEST_STATUSES,
     DeploymentStatus,
@@ -17,6 +16,7 @@ from flowstore.models.enums import (
     PolicyType,
     RequestStatus,
 )
+from flowstore.models.event import EVENTS
 from flowstore.models.inference_request import InferenceRequest
 from flowstore.models.job import Job
 from flowstore.models.machine import Machine
@@ -34,6 +34,7 @@ FLOWSTORE_TABLES = frozenset(Base.metadata.tables)
 
 __all__ = [
     "ACTIVE_REQUEST_STATUSES",
+    "EVENTS",
     "FLOWSTORE_TABLES",
     "GUID",
     "NAMING_CONVENTION",
@@ -44,7 +45,6 @@ __all__ = [
     "Deployment",
     "DeploymentNode",
     "DeploymentStatus",
-    "EVENTS",
     "Entity",
     "InferenceRequest",
     "JSONType",

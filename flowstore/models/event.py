@@ -18,7 +18,7 @@ from sqlalchemy import BigInteger, Column, Index, Integer, String, Table
 from flowstore.models.base import Base
 from flowstore.models.types import GUID, JSONType, UTCDateTime
 
-__all__ = ["EVENT_WRITER_LOCK", "EVENTS"]
+__all__ = ["EVENTS", "EVENT_WRITER_LOCK"]
 
 EVENTS = Table(
     "events",
