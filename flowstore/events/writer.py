@@ -22,7 +22,7 @@ import base64
 import enum
 import uuid
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -31,6 +31,14 @@ from sqlalchemy import Connection, Engine, event, insert, inspect, text
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import Session
 
+from flowstore.driver import (
+    bind_processors,
+    copy_rows,
+    copy_statement,
+    copy_takes,
+    process_columns,
+    quiet,
+)
 from flowstore.errors import InvalidInputError
 from flowstore.events.capture import (
     Change,
@@ -145,12 +153,33 @@ def _check_table(connection: Connection) -> None:
     _CHECKED[engine] = True
 
 
+_COLUMNS = ("type", "entity_id", "org_id", "data", "created_at")
+_COPY_FROM = 100  # rows from which a COPY beats an executemany (PostgreSQL, psycopg)
+
+
 def write_events(connection: Connection, rows: list[dict[str, Any]]) -> None:
-    """Insert ``rows`` (from :func:`event_rows`) in commit order: see the module's text."""
-    if rows:
-        _check_table(connection)
-        lock_event_log(connection)
-        connection.execute(insert(EVENTS), rows)
+    """Insert ``rows`` (from :func:`event_rows`) in commit order: see the module's text.
+    Many rows on PostgreSQL (``add_many``'s events) go in with one ``COPY``."""
+    if not rows:
+        return
+    _check_table(connection)
+    lock_event_log(connection)
+    dialect = connection.dialect
+    types = [EVENTS.c[name].type for name in _COLUMNS]
+    if (
+        len(rows) >= _COPY_FROM
+        and dialect.name == "postgresql"
+        and dialect.driver == "psycopg"
+        and copy_takes(dialect, types)
+        and quiet(connection)
+    ):
+        statement = copy_statement(dialect, EVENTS, _COLUMNS)
+        if statement is not None:
+            columns: list[Sequence[Any]] = [[row[name] for row in rows] for name in _COLUMNS]
+            process_columns(columns, bind_processors(dialect, types))
+            copy_rows(connection, statement, zip(*columns, strict=True))
+            return
+    connection.execute(insert(EVENTS), rows)
 
 
 #: Run after the events are written and before ``COMMIT`` (the cache's first phase).
