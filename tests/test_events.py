@@ -419,3 +419,22 @@ def test_ids_are_not_reused_after_the_newest_events_are_pruned(file_store: Store
     with file_store.unit_of_work() as uow:
         uow.events.publish("b", {})
     assert last(file_store) > first
+
+
+def test_a_scoped_unit_of_work_records_its_statement_writes(store: Store) -> None:
+    with store.unit_of_work() as uow:
+        org = uow.organizations.add(Organization(name="Acme", slug="acme"))
+    start = last(store)
+    with store.unit_of_work(org_id=org.id) as uow:
+        user = uow.users.upsert(User(org_id=org.id, email="a@acme.test"), on=["org_id", "email"])
+        uow.users.upsert(
+            User(org_id=org.id, email="a@acme.test", external_id="x"), on=["org_id", "email"]
+        )
+        uow.users.update_many(where("email", "==", "a@acme.test"), external_id="y")
+        uow.users.delete_many(email="a@acme.test")
+    assert [(e.type, e.entity_id, e.org_id) for e in store.events.read(after=start)] == [
+        ("user.created", str(user.id), org.id),
+        ("user.updated", str(user.id), org.id),
+        ("user.updated", str(user.id), org.id),
+        ("user.deleted", str(user.id), org.id),
+    ]

@@ -42,11 +42,6 @@ __all__ = [
 _CHUNK = 1000
 
 
-def _values(mapper: Mapper[Any], row: Any) -> dict[str, Any]:
-    """A row of the model's table (a ``RowMapping`` keyed by column name) by attribute."""
-    return {prop.key: row[prop.columns[0].name] for prop in mapper.column_attrs}
-
-
 def record_inserted(session: Session, model: type[Any], entities: Iterable[Any]) -> None:
     """Record the objects ``add_many``'s bulk path inserted (no flush saw them)."""
     if recording(session) is None:
@@ -59,11 +54,8 @@ def read_row(session: Session, model: type[Any], criteria: Sequence[Any]) -> dic
     also when the store records nothing (then nobody needs it)."""
     if recording(session) is None:
         return None
-    mapper: Mapper[Any] = inspect(model)
-    table = mapper.local_table
-    stmt = select(table).where(*criteria).with_for_update()
-    row = session.execute(stmt).mappings().first()
-    return None if row is None else _values(mapper, row)
+    rows = _locked_rows(session, model, criteria)
+    return rows[0] if rows else None
 
 
 def record_upsert(
