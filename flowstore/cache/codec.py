@@ -84,14 +84,18 @@ class Codec:
         return json.dumps([self.fingerprint, row], separators=(",", ":"))
 
     def decode(self, text: str | bytes) -> dict[str, Any] | None:
-        """The column values of a cache value; ``None`` if another code version wrote it."""
-        fingerprint, row = json.loads(text)
-        if fingerprint != self.fingerprint or len(row) != len(self.attributes):
+        """The column values of a cache value; ``None`` if another code version wrote it, or
+        it cannot be read (then the database answers)."""
+        try:
+            fingerprint, row = json.loads(text)
+            if fingerprint != self.fingerprint or len(row) != len(self.attributes):
+                return None
+            return {
+                name: None if value is None else decode(value)
+                for name, decode, value in zip(self.attributes, self.decoders, row, strict=True)
+            }
+        except (ValueError, TypeError, KeyError, ArithmeticError):
             return None
-        return {
-            name: None if value is None else decode(value)
-            for name, decode, value in zip(self.attributes, self.decoders, row, strict=True)
-        }
 
 
 _CODECS: dict[type[Any], Codec | None] = {}
