@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy import Table, event, inspect, select
+from sqlalchemy import event, inspect
 from sqlalchemy.orm import Mapper, Session, SessionTransaction, UOWTransaction
 from sqlalchemy.orm.base import NO_VALUE
 
+from flowstore.events.cascades import cascaded_rows
 from flowstore.models.base import Base, tenant_column
 from flowstore.sessions import FlowstoreSession
 
@@ -34,8 +35,6 @@ __all__ = [
     "Pending",
     "Recording",
     "bulk_aware",
-    "cascaded_rows",
-    "cascading_models",
     "lookup_columns",
     "lookups_of",
     "model_options",
@@ -299,67 +298,6 @@ def _after_flush(session: Session, _context: UOWTransaction) -> None:
     found.extend(session.info.pop(_CASCADED, ()))
     if found:
         pending(session).changes.extend(found)
-
-
-def cascaded_rows(
-    session: Session, keys: dict[type[Any], list[Any]]
-) -> Iterator[tuple[type[Any], dict[str, Any]]]:
-    """The rows (as column values) that ``ON DELETE CASCADE`` foreign keys would delete with
-    the rows of these keys, children before their own children."""
-    seen: set[tuple[type[Any], Any]] = set()
-    queue = list(keys.items())
-    while queue:
-        parent, ids = queue.pop(0)
-        for child, column, referred in cascading_models(parent):
-            child_options = model_options(child)
-            table = inspect(child).local_table
-            parent_table = inspect(parent).local_table
-            referred_key = parent_table.c[referred]
-            values = ids
-            if referred_key is not parent_table.c[model_options(parent).key]:
-                continue  # a cascade on another referred column: rare, not followed
-            attributes = [getattr(child, prop.key) for prop in inspect(child).column_attrs]
-            link = getattr(child, inspect(child).get_property_by_column(table.c[column]).key)
-            for start in range(0, len(values), 500):
-                rows = session.execute(
-                    select(*attributes).where(link.in_(values[start : start + 500]))
-                ).mappings()
-                found: list[Any] = []
-                for row in rows:
-                    record_values = dict(row)
-                    ident = record_values[child_options.key]
-                    if (child, ident) in seen:
-                        continue
-                    seen.add((child, ident))
-                    found.append(ident)
-                    yield child, record_values
-                if found:
-                    queue.append((child, found))
-
-
-_CASCADES: dict[type[Any], tuple[tuple[type[Any], str, str], ...]] = {}
-
-
-def cascading_models(parent: type[Any]) -> tuple[tuple[type[Any], str, str], ...]:
-    """(child model, its column, the parent's referred column) per ``ON DELETE CASCADE``
-    foreign key from a model on ``Base`` to ``parent``'s table."""
-    known = _CASCADES.get(parent)
-    if known is None:
-        known = _CASCADES[parent] = _cascades(parent)
-    return known
-
-
-def _cascades(parent: type[Any]) -> tuple[tuple[type[Any], str, str], ...]:
-    parent_table = inspect(parent).local_table
-    found = []
-    for mapper in Base.registry.mappers:
-        table = mapper.local_table
-        if not isinstance(table, Table):
-            continue
-        for fk in table.foreign_keys:
-            if fk.column.table is parent_table and (fk.ondelete or "").upper() == "CASCADE":
-                found.append((mapper.class_, fk.parent.name, fk.column.name))
-    return tuple(found)
 
 
 # -- savepoints and the end of the transaction ---------------------------------------------

@@ -22,14 +22,13 @@ from sqlalchemy.orm import Mapper, Session
 
 from flowstore.events.capture import (
     Change,
-    cascaded_rows,
-    cascading_models,
     lookup_columns,
     model_options,
     record,
     recording,
     row_change,
 )
+from flowstore.events.cascades import cascaded_rows, cascading_models
 
 __all__ = [
     "delete_recorded",
