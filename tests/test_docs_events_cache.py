@@ -47,7 +47,9 @@ def test_both_pages_have_examples() -> None:
 
 
 @pytest.mark.parametrize(("page", "line", "code"), PYTHON, ids=[f"{p}:{n}" for p, n, _ in PYTHON])
-def test_python_example_runs(page: str, line: int, code: str, tmp_path: Path, redis_url: str) -> None:
+def test_python_example_runs(
+    page: str, line: int, code: str, tmp_path: Path, redis_url: str
+) -> None:
     script = tmp_path / "example.py"
     script.write_text(code, encoding="utf-8")
     result = subprocess.run(
