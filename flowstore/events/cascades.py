@@ -7,10 +7,11 @@ helpers find, for rows about to be deleted, every row the cascades reach (recurs
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import Table, inspect, select
+from sqlalchemy import Engine, Table, inspect, select
 from sqlalchemy.orm import Mapper, Session
 
 from flowstore.models.base import Base
@@ -34,6 +35,8 @@ def cascaded_rows(
         parent, ids = queue.pop(0)
         for child, column, referred in cascading_models(parent):
             table = inspect(child).local_table
+            if not _exists(session, table):
+                continue  # a model whose table this database has not got: nothing to delete
             parent_table = inspect(parent).local_table
             referred_key = parent_table.c[referred]
             values = ids
@@ -56,6 +59,22 @@ def cascaded_rows(
                     yield child, record_values
                 if found:
                     queue.append((child, found))
+
+
+_EXISTING: weakref.WeakKeyDictionary[Engine, set[str]] = weakref.WeakKeyDictionary()
+
+
+def _exists(session: Session, table: Any) -> bool:
+    """Whether the database has ``table`` (models of a service may outrun its migrations);
+    known tables are remembered per engine, missing ones asked again."""
+    connection = session.connection()
+    known = _EXISTING.setdefault(connection.engine, set())
+    if table.name in known:
+        return True
+    if inspect(connection).has_table(table.name, schema=table.schema):
+        known.add(table.name)
+        return True
+    return False
 
 
 _CASCADES: dict[type[Any], tuple[tuple[type[Any], str, str], ...]] = {}
