@@ -39,6 +39,7 @@ from flowstore.cli_store import (
     open_store,
 )
 from flowstore.errors import FlowstoreError, mask_secrets, translate
+from flowstore.events.cli import add_commands as add_event_commands
 from flowstore.models import Job
 from flowstore.store import Store
 
@@ -174,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"walk a control-plane story on a demo database (default: ./{DEMO_FILE})",
         fallback=f"sqlite:///{DEMO_FILE}",
     )
+    add_event_commands(commands)  # `flowstore events relay|prune` (flowstore.events.cli)
     parser.set_defaults(command=lambda _args: _usage(parser))
     return parser
 

@@ -39,6 +39,8 @@ class Settings(BaseSettings):
         description="a service's migrations directory (from `flowstore db init`), "
         "applied and checked with flowstore's own",
     )
+    events: bool = Field(default=True, description="record change events (flowstore.events)")
+    cache_url: str | None = Field(default=None, description="Redis URL of the read cache")
     api_key_secret: SecretStr = Field(
         default=SecretStr(DEV_API_KEY_SECRET),
         description="server-side HMAC key for API-key hashes",
@@ -63,7 +65,8 @@ class Settings(BaseSettings):
 
     def __repr_args__(self) -> Any:
         for name, value in super().__repr_args__():
-            yield name, (mask_secrets(value) if name == "database_url" else value)
+            masked = name in {"database_url", "cache_url"} and isinstance(value, str)
+            yield name, (mask_secrets(value) if masked else value)
 
     @property
     def safe_database_url(self) -> str:

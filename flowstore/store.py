@@ -27,6 +27,7 @@ from flowstore.errors import (
     translate,
     translating,
 )
+from flowstore.recording import attach
 from flowstore.repositories import RepositoryContext
 from flowstore.sessions import ShortTransactions, session_factory
 from flowstore.uow import UnitOfWork
@@ -59,6 +60,10 @@ class Store(Generic[U]):
     ``unit_of_work_class`` is a service's ``UnitOfWork`` subclass, with its own repositories
     (``flowstore.repository``); ``migrations`` its Alembic folder (``flowstore db init``),
     applied and checked after flowstore's own revisions.
+
+    ``events`` (default: ``FLOWSTORE_EVENTS``, on) records change events (``store.events``,
+    docs/events.md); ``cache_url`` (default: ``FLOWSTORE_CACHE_URL``) reads through a Redis
+    cache (``store.cache``, docs/cache.md).
     """
 
     @overload
@@ -69,6 +74,8 @@ class Store(Generic[U]):
         settings: Settings | None = None,
         unit_of_work_class: type[U],
         migrations: str | os.PathLike[str] | None = None,
+        events: bool | None = None,
+        cache_url: str | None = None,
         **engine_options: Any,
     ) -> None: ...
     @overload
@@ -78,6 +85,8 @@ class Store(Generic[U]):
         *,
         settings: Settings | None = None,
         migrations: str | os.PathLike[str] | None = None,
+        events: bool | None = None,
+        cache_url: str | None = None,
         **engine_options: Any,
     ) -> None: ...
     def __init__(
@@ -87,6 +96,8 @@ class Store(Generic[U]):
         settings: Settings | None = None,
         unit_of_work_class: type[Any] = UnitOfWork,
         migrations: str | os.PathLike[str] | None = None,
+        events: bool | None = None,
+        cache_url: str | None = None,
         **engine_options: Any,
     ) -> None:
         if not (
@@ -103,6 +114,10 @@ class Store(Generic[U]):
         self.engine: Engine = build_engine(self.url, self.settings, **engine_options)
         self.session_factory: sessionmaker[Session] = session_factory(self.engine)
         self._context = RepositoryContext(settings=self.settings)
+        # change events (store.events) and the read cache (store.cache): flowstore.recording
+        self.events, self.cache = attach(
+            self.session_factory, self.engine, self.settings, events=events, cache_url=cache_url
+        )
         self.is_memory = is_memory_sqlite(self.url)
         if self.is_memory:
             with translating():
@@ -204,6 +219,8 @@ class Store(Generic[U]):
     def close(self) -> None:
         """Close every pooled connection (an in-memory database is gone afterwards)."""
         self.engine.dispose()
+        if self.cache is not None:
+            self.cache.close()
 
     def __enter__(self) -> Self:
         return self

@@ -25,6 +25,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from flowstore.errors import FlowstoreError, InvalidInputError, translate, translating
+from flowstore.events.log import EventPublisher
 from flowstore.repositories import (
     ApplicationRepository,
     AuditLogRepository,
@@ -131,6 +132,12 @@ class UnitOfWork:
         if self._session is None:
             raise InvalidInputError("the unit of work is not active: use it in a `with` block")
         return self._session
+
+    @property
+    def events(self) -> EventPublisher:
+        """``uow.events.publish(type, data, *, entity_id=None)``: a domain event that commits
+        with this unit of work (flowstore.events)."""
+        return EventPublisher(self.session)
 
     @property
     def org_id(self) -> uuid.UUID | None:

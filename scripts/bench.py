@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import random
 import sys
 import time
@@ -53,6 +54,7 @@ OTHER_MODULES = (
     ("bench_queue", "Job queue", True),
     ("bench_async", "Async face", True),
     ("bench_fixtures", "Test kit fixtures", False),
+    ("bench_events", "Change events and the read cache", True),
 )
 
 STATUS_WEIGHTS = {
@@ -714,7 +716,8 @@ def render(
         "the first row of its table (plain SQLAlchemy Core on the same backend). `sqlite` is "
         "a SQLite file in WAL mode. Transactions and commits are inside the timings; what "
         "each group's ways start from is said under its title. Queries open a unit of work "
-        "(or a session, or a connection) per call.",
+        "(or a session, or a connection) per call. Change events are off in these groups (Core "
+        "records none); their cost is in the last section.",
         "",
         "## Goals",
         "",
@@ -746,8 +749,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     results = Results()
     servers: dict[str, str] = {}
-    for backend in backends:
-        bench_backend(backend, sizes, results, servers)
+    # The groups above compare flowstore with Core and the driver, which record no change
+    # events: they run with events off. bench_events.py measures what events cost.
+    os.environ["FLOWSTORE_EVENTS"] = "false"
+    try:
+        for backend in backends:
+            bench_backend(backend, sizes, results, servers)
+    finally:
+        os.environ.pop("FLOWSTORE_EVENTS", None)
     others = [] if args.no_others else run_others(backends)
     report = render(
         results, backends, sizes, servers, args.quick, time.perf_counter() - started, others

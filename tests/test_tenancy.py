@@ -33,6 +33,7 @@ from flowstore.errors import (
     TenantScopeError,
 )
 from flowstore.models import (
+    EVENTS,
     FLOWSTORE_TABLES,
     Application,
     AuditLog,
@@ -164,9 +165,15 @@ def snapshot(store: Store, excluded_org: uuid.UUID) -> dict[str, list[str]]:
             if table.name not in FLOWSTORE_TABLES:
                 continue
             column = tenant_column(table)
+            if table is EVENTS:
+                column = "org_id"  # the organization's own events are its rows too
             found = []
             for row in conn.execute(select(table)).mappings():
-                if column is not None and _uuid(row[column]) == excluded_org:
+                if (
+                    column is not None
+                    and row[column] is not None
+                    and _uuid(row[column]) == excluded_org
+                ):
                     continue
                 found.append(repr(sorted(row.items())))
             rows[table.name] = sorted(found)

@@ -18,6 +18,7 @@ from typing_extensions import TypeVar
 
 from flowstore import schema
 from flowstore.aio.engine import build_async_engine
+from flowstore.aio.events import AsyncEventLog
 from flowstore.aio.uow import AsyncServiceUnitOfWork, AsyncUnitOfWork, finish_uninterrupted
 from flowstore.config import Settings
 from flowstore.engine import is_memory_sqlite, normalize_url
@@ -28,6 +29,7 @@ from flowstore.errors import (
     translate,
     translating,
 )
+from flowstore.recording import attach
 from flowstore.repositories import RepositoryContext
 from flowstore.sessions import FlowstoreSession
 from flowstore.store import RETRYABLE_ERRORS, check_attempts
@@ -73,6 +75,8 @@ class AsyncStore(Generic[AU]):
         settings: Settings | None = None,
         unit_of_work_class: type[AU],
         migrations: str | os.PathLike[str] | None = None,
+        events: bool | None = None,
+        cache_url: str | None = None,
         **engine_options: Any,
     ) -> None: ...
     @overload
@@ -83,6 +87,8 @@ class AsyncStore(Generic[AU]):
         settings: Settings | None = None,
         unit_of_work_class: type[UnitOfWork],
         migrations: str | os.PathLike[str] | None = None,
+        events: bool | None = None,
+        cache_url: str | None = None,
         **engine_options: Any,
     ) -> None: ...
     @overload
@@ -92,6 +98,8 @@ class AsyncStore(Generic[AU]):
         *,
         settings: Settings | None = None,
         migrations: str | os.PathLike[str] | None = None,
+        events: bool | None = None,
+        cache_url: str | None = None,
         **engine_options: Any,
     ) -> None: ...
     def __init__(
@@ -101,6 +109,8 @@ class AsyncStore(Generic[AU]):
         settings: Settings | None = None,
         unit_of_work_class: type[Any] | None = None,
         migrations: str | os.PathLike[str] | None = None,
+        events: bool | None = None,
+        cache_url: str | None = None,
         **engine_options: Any,
     ) -> None:
         self.unit_of_work_class: type[AU] = _async_class(unit_of_work_class)  # type: ignore[assignment]
@@ -113,6 +123,16 @@ class AsyncStore(Generic[AU]):
             self.engine, expire_on_commit=False, sync_session_class=FlowstoreSession
         )
         self._context = RepositoryContext(settings=self.settings)
+        # change events and the read cache, as on Store (flowstore.recording)
+        log, self.cache = attach(
+            self.session_factory,
+            self.engine.sync_engine,
+            self.settings,
+            events=events,
+            cache_url=cache_url,
+            asynchronous=True,
+        )
+        self.events = AsyncEventLog(self.engine, enabled=log.enabled)
         self.is_memory = is_memory_sqlite(self.url)
         self._schema_pending = self.is_memory
         self._shield_steps = self.engine.dialect.name == "sqlite"  # see flowstore.aio.uow
@@ -249,6 +269,8 @@ class AsyncStore(Generic[AU]):
         again, the store starts a new, empty one)."""
         with translating():
             await self.engine.dispose()
+        if self.cache is not None:
+            await self.cache.aclose()
         self._schema_pending = self.is_memory
 
     async def __aenter__(self) -> Self:

@@ -33,6 +33,7 @@ from flowstore.aio.repository import (
     async_repository_class,
 )
 from flowstore.errors import FlowstoreError, InvalidInputError, translate, translating
+from flowstore.events.log import EventPublisher
 from flowstore.queue import JobQueue
 from flowstore.repositories import Repository, RepositoryContext
 from flowstore.sessions import CallerSession
@@ -154,6 +155,12 @@ class AsyncUnitOfWork(FlowstoreAsyncRepositories):
                 "the unit of work is not active: use it in an `async with` block"
             )
         return self._session
+
+    @property
+    def events(self) -> EventPublisher:
+        """``uow.events.publish(type, data, *, entity_id=None)`` (not awaited: it only records
+        the event, which commits with this unit of work)."""
+        return EventPublisher(self.session.sync_session)
 
     @property
     def org_id(self) -> Any:

@@ -16,6 +16,7 @@ from flowstore.models.enums import (
     PolicyType,
     RequestStatus,
 )
+from flowstore.models.event import EVENTS
 from flowstore.models.inference_request import InferenceRequest
 from flowstore.models.job import Job
 from flowstore.models.job_schedule import JobSchedule
@@ -34,6 +35,7 @@ FLOWSTORE_TABLES = frozenset(Base.metadata.tables)
 
 __all__ = [
     "ACTIVE_REQUEST_STATUSES",
+    "EVENTS",
     "FLOWSTORE_TABLES",
     "GUID",
     "NAMING_CONVENTION",

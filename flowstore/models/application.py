@@ -12,6 +12,7 @@ from flowstore.models.base import Entity
 
 class Application(Entity):
     __tablename__ = "applications"
+    __secret_fields__ = ("api_key_hash",)  # never in a change event (flowstore.events)
 
     org_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("organizations.id", ondelete="CASCADE"), index=True

@@ -40,6 +40,7 @@ FINISHED_JOB_PREDICATE = "finished_at IS NOT NULL"
 
 class Job(Base):
     __tablename__ = "jobs"
+    __events__ = False  # the queue's own bookkeeping records no change events
     __table_args__ = (
         CheckConstraint("max_attempts >= 1", name="max_attempts_positive"),
         CheckConstraint("attempts >= 0", name="attempts_not_negative"),

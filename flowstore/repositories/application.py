@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from flowstore.cache.reads import cached_lookup
 from flowstore.errors import InvalidInputError
 from flowstore.models import Application
 from flowstore.repositories.base import Repository, translated
@@ -43,6 +44,13 @@ class ApplicationRepository(Repository[Application]):
             )
         return hash_api_key(raw_key, secret)
 
+    def _lookup_hash(self, raw_key: Any) -> tuple[str] | None:
+        """The stored hash a raw key is looked up by in the cache (``None``: not a key that
+        was ever issued, so the method answers without the cache)."""
+        if not isinstance(raw_key, str) or not raw_key or len(raw_key) > _MAX_KEY_LENGTH:
+            return None
+        return (self._hash(raw_key),) if raw_key.isascii() else None
+
     @translated
     def create_with_api_key(self, org_id: Any, name: str) -> tuple[Application, str]:
         """Create an application with a fresh API key; returns ``(app, raw_key)``.
@@ -62,6 +70,7 @@ class ApplicationRepository(Repository[Application]):
         self.session.flush()
         return raw_key
 
+    @cached_lookup("api_key_hash", values=lambda repo, raw_key: repo._lookup_hash(raw_key))
     @translated
     def get_by_api_key(self, raw_key: str) -> Application | None:
         """The application this raw key belongs to, or ``None``."""

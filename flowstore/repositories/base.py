@@ -20,6 +20,8 @@ from sqlalchemy import ColumnElement, Select, delete, func, inspect, select, upd
 from sqlalchemy.orm import Mapper, Session
 from sqlalchemy.orm.util import identity_key
 
+import flowstore.cache  # noqa: F401 (its commit hooks)
+from flowstore.cache.reads import cache_of, cached_get
 from flowstore.errors import (
     TRANSLATED_ERRORS,
     AlreadyExistsError,
@@ -30,6 +32,13 @@ from flowstore.errors import (
 )
 from flowstore.models.base import Base
 from flowstore.repositories.bulk import insert_many
+from flowstore.repositories.changes import (
+    delete_recorded,
+    read_row,
+    record_inserted,
+    record_upsert,
+    update_recorded,
+)
 from flowstore.repositories.context import RepositoryContext
 from flowstore.repositories.keys import coerce_id, key_attribute, key_for, key_of, require_id
 from flowstore.repositories.pagination import (
@@ -101,6 +110,9 @@ class Repository(Generic[T]):
         key = key_for(self.model, id)
         if key is None:
             return None
+        if cache_of(self.session) is not None:  # through the store's cache (flowstore.cache)
+            found: T | None = cached_get(self.session, self.model, key)
+            return found
         entity: T | None = self.session.get(self.model, key)
         return entity
 
@@ -198,6 +210,8 @@ class Repository(Generic[T]):
                 check_entity(entity)
             with self.session.begin_nested():
                 self.session.add_all(items)
+        elif items:
+            record_inserted(self.session, self.model, items)  # no flush saw them
         return items
 
     @translated
@@ -238,12 +252,14 @@ class Repository(Generic[T]):
         check_entity(entity)
         self.session.flush()
         statement, lookup = upsert_statement(self.session, entity, on, self.context.org_id)
+        before = read_row(self.session, self.model, lookup)  # for its change event
         self.session.execute(statement)
         found = self.session.scalars(
             select(self.model).where(*lookup).execution_options(populate_existing=True)
         ).one_or_none()
         if found is None:  # the row with that key is not one this unit of work may change
             raise AlreadyExistsError(f"{self.model.__name__}: that key is taken")
+        record_upsert(self.session, found, before, None)
         return cast(T, found)
 
     # -- writing by specification ----------------------------------------------------------
@@ -263,18 +279,22 @@ class Repository(Generic[T]):
         values.update(changes)
         if not values:
             raise InvalidInputError("update_many needs at least one field to set")
-        stmt = (
-            update(self.model)
-            .where(*self._criteria(conditions, {}))
-            .values(changes_for(self.model, values))
-        )
+        criteria = self._criteria(conditions, {})
+        checked = changes_for(self.model, values)
+        counted = update_recorded(self.session, self.model, criteria, checked)
+        if counted is not None:
+            return counted
+        stmt = update(self.model).where(*criteria).values(checked)
         return _rowcount(self.session.execute(stmt))
 
     @translated
     def delete_many(self, *specs: Spec, **filters: Any) -> int:
         """Delete every entity matching the specs and filters; how many rows went."""
-        stmt = delete(self.model).where(*self._criteria(specs, filters))
-        return _rowcount(self.session.execute(stmt))
+        criteria = self._criteria(specs, filters)
+        counted = delete_recorded(self.session, self.model, criteria)
+        if counted is not None:
+            return counted
+        return _rowcount(self.session.execute(delete(self.model).where(*criteria)))
 
     # -- building blocks for subclasses ----------------------------------------------------
 

@@ -167,19 +167,25 @@ def _same_type(one: Any, other: Any) -> bool:
 
 
 def _events_in_the_way(session: Session, mapper: Mapper[Any]) -> bool:
-    """Whether listeners expect a flush, or the steps of one (they would not run here)."""
+    """Whether listeners expect a flush, or the steps of one (they would not run here).
+    flowstore's own change recording is not in the way: ``Repository.add_many`` records the
+    batch itself (its listeners carry ``flowstore_bulk_aware``)."""
     events = session.dispatch
     mapper_events = mapper.dispatch
-    return bool(
-        events.before_flush
-        or events.after_flush
-        or events.after_flush_postexec
-        or events.before_attach
-        or events.after_attach
-        or events.transient_to_pending
-        or events.pending_to_persistent
-        or mapper_events.before_insert
-        or mapper_events.after_insert
+    return any(
+        not getattr(listener, "flowstore_bulk_aware", False)
+        for listeners in (
+            events.before_flush,
+            events.after_flush,
+            events.after_flush_postexec,
+            events.before_attach,
+            events.after_attach,
+            events.transient_to_pending,
+            events.pending_to_persistent,
+            mapper_events.before_insert,
+            mapper_events.after_insert,
+        )
+        for listener in listeners
     )
 
 

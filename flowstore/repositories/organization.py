@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from flowstore.cache.reads import cached_lookup
 from flowstore.models import Organization
 from flowstore.repositories.base import Repository, translated
 from flowstore.spec import coerce_value
@@ -10,6 +11,7 @@ from flowstore.spec import coerce_value
 class OrganizationRepository(Repository[Organization]):
     model = Organization
 
+    @cached_lookup("slug")
     @translated
     def get_by_slug(self, slug: str) -> Organization | None:
         """The organization with this slug, or ``None``."""
