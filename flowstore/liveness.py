@@ -58,10 +58,11 @@ def install_liveness_check(
         since = record.info.get(_CHECKED_IN)
         if since is not None and time.monotonic() - since < idle_seconds:
             return
+        dbapi_error: type[Exception] = dialect.loaded_dbapi.Error
         try:
             alive = dialect.do_ping(dbapi_connection)
-        except Exception as exc:
-            if dialect.is_disconnect(exc, dbapi_connection, None):
+        except dbapi_error as exc:
+            if dialect.is_disconnect(exc, dbapi_connection, None):  # type: ignore[arg-type]
                 raise sa_exc.DisconnectionError("the pooled connection was lost") from exc
             raise
         if not alive:
