@@ -29,6 +29,7 @@ from flowstore.errors import (
 )
 from flowstore.repositories import RepositoryContext
 from flowstore.sessions import ShortTransactions, session_factory
+from flowstore.startup import report_configuration
 from flowstore.timeouts import check_timeout, prepare_engine, timeout_info
 from flowstore.uow import UnitOfWork
 
@@ -112,6 +113,7 @@ class Store(Generic[U]):
         )
         self._context = RepositoryContext(settings=self.settings)
         self.is_memory = is_memory_sqlite(self.url)
+        report_configuration(self.settings, url_given=url is not None, memory=self.is_memory)
         if self.is_memory:
             with translating():
                 schema.create_schema(self.engine, migrations=self.migrations)

@@ -1,12 +1,14 @@
-"""``Repository.add`` pays for its duplicate-key guarantee only where the backend needs it: one
-INSERT on SQLite and MariaDB (which roll back just a failed statement), SAVEPOINT + INSERT +
-RELEASE on PostgreSQL (where a failed statement aborts the transaction). Either way a duplicate
-is ``AlreadyExistsError`` and the unit of work goes on with its earlier work intact, scoped or
-not.
+"""``Repository.add`` pays for its guarantee (a refused row leaves the unit of work usable) only
+where the backend needs it: one INSERT on SQLite and MariaDB (which roll back just a failed
+statement), SAVEPOINT + INSERT + RELEASE on PostgreSQL (where a failed statement aborts the
+transaction), through the fast path and through the ORM's flush (a tenant-scoped unit of work)
+alike. A duplicate is ``AlreadyExistsError`` and the unit of work goes on with its earlier
+work intact, scoped or not.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -48,6 +50,21 @@ def test_add_sends_a_savepoint_only_where_the_backend_needs_one(store: Store[Any
         assert sent == ["INSERT"]
 
 
+def test_a_scoped_add_sends_a_savepoint_only_where_the_backend_needs_one(
+    store: Store[Any],
+) -> None:
+    with store.unit_of_work() as uow:
+        org = uow.organizations.add(Organization(name="First", slug="first"))
+    with store.unit_of_work(org_id=org.id) as uow:
+        uow.policies.add(Policy(org_id=org.id, policy_type=PolicyType.BUDGET))  # sets things up
+        with statements(store) as sent:
+            uow.policies.add(Policy(org_id=org.id, policy_type=PolicyType.RATE_LIMIT))
+    if store.dialect == "postgresql":
+        assert sent == ["SAVEPOINT", "INSERT", "RELEASE"]
+    else:
+        assert sent == ["INSERT"]
+
+
 @pytest.mark.parametrize("scoped", [False, True])
 def test_a_duplicate_leaves_the_unit_of_work_and_its_earlier_work_intact(
     store: Store[Any], scoped: bool
@@ -67,12 +84,22 @@ def test_a_duplicate_leaves_the_unit_of_work_and_its_earlier_work_intact(
 
 
 def test_a_broken_reference_is_invalid_input_and_the_work_goes_on(store: Store[Any]) -> None:
-    import uuid
-
     with store.unit_of_work() as uow:
         org = uow.organizations.add(Organization(name="Acme", slug="acme"))
-        with pytest.raises(InvalidInputError):
+    with store.unit_of_work() as uow:
+        uow.organizations.count()
+        with pytest.raises(InvalidInputError, match="constraint"):
             uow.policies.add(Policy(org_id=uuid.uuid4(), policy_type=PolicyType.BUDGET))
         uow.policies.add(Policy(org_id=org.id, policy_type=PolicyType.BUDGET))
     with store.unit_of_work() as uow:
         assert uow.organizations.count() == 1 and uow.policies.count() == 1
+
+
+def test_the_fast_path_writes_what_the_flush_writes(store: Store[Any]) -> None:
+    with statements(store) as sent, store.unit_of_work() as uow:
+        org = uow.organizations.add(Organization(name="Acme", slug="acme"))
+        org.name = "Acme Corp"  # persistent: an ordinary update follows
+    assert sent.count("INSERT") == 1 and sent.count("UPDATE") == 1
+    with store.unit_of_work() as uow:
+        stored = uow.organizations.get(org.id)
+        assert (stored.name, stored.lock_version) == ("Acme Corp", 2)

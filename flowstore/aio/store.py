@@ -30,6 +30,7 @@ from flowstore.errors import (
 )
 from flowstore.repositories import RepositoryContext
 from flowstore.sessions import FlowstoreSession
+from flowstore.startup import report_configuration
 from flowstore.store import RETRYABLE_ERRORS, check_attempts
 from flowstore.timeouts import check_timeout, prepare_engine, timeout_info
 from flowstore.uow import UnitOfWork
@@ -123,6 +124,7 @@ class AsyncStore(Generic[AU]):
         )
         self._context = RepositoryContext(settings=self.settings)
         self.is_memory = is_memory_sqlite(self.url)
+        report_configuration(self.settings, url_given=url is not None, memory=self.is_memory)
         self._schema_pending = self.is_memory
         self._shield_steps = self.engine.dialect.name == "sqlite"  # see flowstore.aio.uow
 

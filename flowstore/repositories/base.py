@@ -40,7 +40,7 @@ from flowstore.repositories.pagination import (
     encode_cursor,
     fetch_page,
 )
-from flowstore.repositories.savepoints import guarded_insert
+from flowstore.repositories.savepoints import guarded_insert, insert_one
 from flowstore.repositories.upsert import changes_for, upsert_statement
 from flowstore.spec import Spec
 from flowstore.validation import check_entity, coerce_value, column_for
@@ -183,7 +183,10 @@ class Repository(Generic[T]):
     @translated
     def add(self, entity: T) -> T:
         """Insert ``entity`` and flush; ``AlreadyExistsError`` on a duplicate key."""
-        self._check_new(entity)
+        self._check_unknown(entity)
+        if insert_one(self.session, self.model, entity):  # checks the values itself
+            return entity
+        check_entity(entity)
         with guarded_insert(self.session, entity):
             self.session.add(entity)
         return entity

@@ -33,8 +33,9 @@ from sqlalchemy.sql.expression import (
 )
 
 from flowstore.errors import TRANSLATED_ERRORS, AlreadyExistsError, InvalidInputError, translate
+from flowstore.repositories.bulk import insert_many
 
-__all__ = ["STATEMENT_ATOMIC", "guarded_insert"]
+__all__ = ["STATEMENT_ATOMIC", "guarded_insert", "insert_one"]
 
 #: Backends whose failed statement is rolled back alone, the transaction going on.
 STATEMENT_ATOMIC = frozenset({"sqlite", "mysql", "mariadb"})
@@ -43,6 +44,36 @@ _SKIP = "flowstore_statement_savepoint"  # execution option: send no savepoint s
 _SAVEPOINT_CLAUSES = (SavepointClause, ReleaseSavepointClause, RollbackToSavepointClause)
 _prepared: weakref.WeakSet[Dialect] = weakref.WeakSet()
 _lock = threading.Lock()
+
+
+def insert_one(session: Session, model: type[Any], entity: Any) -> bool:
+    """``add``'s fast path: ``entity`` written by one INSERT outside the ORM's flush (as
+    ``add_many``'s batches are, ``bulk.insert_many``); ``False`` (nothing done) when the flush
+    must do it (listeners, relationships, a key only the database knows).
+
+    On SQLite and InnoDB the INSERT goes alone; on PostgreSQL inside a bare SAVEPOINT, since
+    any refusal there (a duplicate key, a broken reference, a CHECK) aborts the transaction.
+    ``INSERT ... ON CONFLICT DO NOTHING`` would spare the SAVEPOINT for duplicates only, and
+    a broken reference would then end the unit of work (see docs/web.md for what each way
+    measured)."""
+    dialect = session.get_bind(mapper=inspect(model)).dialect
+    if dialect.name in STATEMENT_ATOMIC:
+        try:
+            return insert_many(session, model, [entity], guard="none")
+        except TRANSLATED_ERRORS as exc:
+            _lose_all_unless_statement_level(session, exc)
+            raise
+    return insert_many(session, model, [entity])
+
+
+def _lose_all_unless_statement_level(session: Session, exc: BaseException) -> None:
+    """After a failed statement sent without a SAVEPOINT: an error that ended more than the
+    statement rolls the whole transaction back, so nothing goes on as if it had survived."""
+    connection = session.connection()
+    if type(translate(exc)) not in (AlreadyExistsError, InvalidInputError) or _transaction_lost(
+        connection
+    ):
+        session.rollback()
 
 
 @contextlib.contextmanager
@@ -63,11 +94,7 @@ def guarded_insert(session: Session, entity: Any) -> Iterator[None]:
         with session.begin_nested():
             yield
     except TRANSLATED_ERRORS as exc:
-        error = translate(exc)
-        if type(error) not in (AlreadyExistsError, InvalidInputError) or _transaction_lost(
-            connection
-        ):
-            session.rollback()  # more than the statement was lost: lose it all, openly
+        _lose_all_unless_statement_level(session, exc)
         raise
     finally:
         connection.execution_options(**{_SKIP: False})
