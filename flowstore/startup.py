@@ -6,8 +6,8 @@ its operator meant.
   ``FLOWSTORE_DATABASE_ULR``): reported with the closest setting. It is a warning, not a
   refusal: a variable meant for a newer flowstore, or for a tool beside it, must not stop a
   service from starting. ``FLOWSTORE_TEST_*`` belongs to the test kit and the suite.
-- The development API-key secret on a database that outlives the process: API-key hashes made
-  with a published secret protect nothing.
+- The development API-key secret used to hash a key on a database that outlives the process:
+  API-key hashes made with a published secret protect nothing.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from collections.abc import Mapping
 
 from flowstore.config import DEV_API_KEY_SECRET, Settings
 
-__all__ = ["PREFIX", "report_configuration", "unknown_variables"]
+__all__ = ["PREFIX", "report_api_key_secret", "report_configuration", "unknown_variables"]
 
 log = logging.getLogger("flowstore")
 
@@ -59,8 +59,8 @@ def unknown_variables(environ: Mapping[str, str] | None = None) -> dict[str, str
 
 
 def report_configuration(settings: Settings, *, url_given: bool, memory: bool) -> None:
-    """Warn (once each per process) about an in-memory database nobody asked for, unknown
-    ``FLOWSTORE_`` variables and the development API-key secret on a lasting database."""
+    """Warn (once each per process) about an in-memory database nobody asked for and unknown
+    ``FLOWSTORE_`` variables."""
     if memory and not url_given and "database_url" not in settings.model_fields_set:
         _once(
             "memory",
@@ -70,7 +70,12 @@ def report_configuration(settings: Settings, *, url_given: bool, memory: bool) -
     for name, close in unknown_variables().items():
         hint = f"; did you mean {close}?" if close else ""
         _once(f"unknown:{name}", "flowstore: %s names no setting, it is ignored%s", name, hint)
-    secret = settings.api_key_secret.get_secret_value()
+
+
+def report_api_key_secret(secret: str, *, memory: bool) -> None:
+    """Warn (once per process) when API keys are hashed with the development secret on a
+    database that outlives the process (called where a key is hashed, not at start-up: a
+    migration or a worker never needs the secret)."""
     if not memory and secret == DEV_API_KEY_SECRET:
         _once(
             "secret",

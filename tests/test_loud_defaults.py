@@ -5,12 +5,15 @@ API-key secret on a lasting database is called out; each once per process, as a 
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
 
 from flowstore import Settings, Store, startup
+from flowstore.models import Organization
 from flowstore.startup import unknown_variables
 
 
@@ -62,15 +65,37 @@ def test_a_misspelt_variable_is_reported_with_the_setting_it_resembles(
     }
 
 
+def _issue_a_key(store: Store[Any]) -> None:
+    with store.unit_of_work() as uow:
+        org = uow.organizations.add(Organization(name="Acme", slug=f"acme-{uuid.uuid4()}"))
+        uow.applications.create_with_api_key(org.id, "gateway")
+
+
 def test_the_development_secret_on_a_lasting_database_is_called_out(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     url = f"sqlite:///{tmp_path / 'x.sqlite3'}"
     with caplog.at_level("WARNING", logger="flowstore"):
-        Store(url).close()
-        Store(url, settings=Settings(api_key_secret=SecretStr("a-real-secret"))).close()
+        with Store(url) as store:
+            store.upgrade()
+            assert _warnings(caplog) == []  # opening and migrating need no secret
+            _issue_a_key(store)
+            _issue_a_key(store)
+        real = Settings(api_key_secret=SecretStr("a-real-secret"))
+        with Store(url, settings=real) as store:
+            _issue_a_key(store)
+        with Store("sqlite://") as memory:
+            _issue_a_key(memory)
     said = _warnings(caplog)
     assert len(said) == 1 and "FLOWSTORE_API_KEY_SECRET" in said[0]
+
+
+def test_the_development_secret_in_memory_is_not_called_out(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level("WARNING", logger="flowstore"), Store("sqlite://") as memory:
+        _issue_a_key(memory)
+    assert _warnings(caplog) == []
 
 
 def test_the_async_store_says_the_same(caplog: pytest.LogCaptureFixture) -> None:
