@@ -29,7 +29,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, event, make_url, text
 from sqlalchemy.orm import Session
 
-from flowstore import Store
+from flowstore import Settings, Store
 from flowstore.errors import ConnectionFailedError, FlowstoreError
 from flowstore.models import Job, JobStatus, Organization
 from flowstore.queue import JobQueue, QueueCore
