@@ -18,6 +18,7 @@ if TYPE_CHECKING:
         FlowstoreError,
         InvalidInputError,
         NotFoundError,
+        StatementTimeoutError,
         TenantScopeError,
         TransactionFailedError,
     )
@@ -35,6 +36,7 @@ _EXPORTS = {
     "FlowstoreError": "flowstore.errors",
     "InvalidInputError": "flowstore.errors",
     "NotFoundError": "flowstore.errors",
+    "StatementTimeoutError": "flowstore.errors",
     "TenantScopeError": "flowstore.errors",
     "TransactionFailedError": "flowstore.errors",
     "Repository": "flowstore.repositories.base",
@@ -56,6 +58,7 @@ __all__ = [
     "Repository",
     "Settings",
     "Spec",
+    "StatementTimeoutError",
     "Store",
     "TenantScopeError",
     "TransactionFailedError",

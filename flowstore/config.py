@@ -31,7 +31,9 @@ class Settings(BaseSettings):
     pool_timeout: float = Field(default=30.0, gt=0, description="seconds to wait for a connection")
     pool_recycle: int = Field(default=1800, description="seconds before a connection is renewed")
     pool_pre_ping: bool = Field(default=True, description="test a connection before using it")
+    pool_pre_ping_idle: float = Field(default=5.0, ge=0, description="...idle this long, s")
     connect_timeout: float = Field(default=10.0, gt=0, description="seconds to open a connection")
+    statement_timeout: float | None = Field(default=None, gt=0, description="statement limit, s")
     echo: bool = Field(default=False, description="log every SQL statement")
     sqlite_busy_timeout_ms: int = Field(default=5000, ge=0, description="SQLite lock wait")
     migrations: str | None = Field(

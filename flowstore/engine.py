@@ -32,6 +32,7 @@ from sqlalchemy.pool import StaticPool
 
 from flowstore.config import Settings
 from flowstore.errors import ConnectionFailedError, InvalidInputError, mask_secrets
+from flowstore.liveness import install_liveness_check
 from flowstore.sql_functions import register_sqlite_functions
 
 __all__ = [
@@ -89,7 +90,7 @@ def engine_options(
 ) -> dict[str, Any]:
     """``create_engine`` keyword arguments for ``url`` under ``settings``, with the caller's
     ``overrides`` merged in (see :func:`merge_options`)."""
-    options: dict[str, Any] = {"echo": settings.echo, "pool_pre_ping": settings.pool_pre_ping}
+    options: dict[str, Any] = {"echo": settings.echo, "pool_pre_ping": False}  # see liveness
     backend = url.get_backend_name()
     timeout = settings.connect_timeout
     if backend == "sqlite":
@@ -261,6 +262,7 @@ def build_engine(url: str | URL, settings: Settings, **overrides: Any) -> Engine
         raise InvalidInputError(
             f"cannot use database URL {mask_secrets(str(parsed))}: {exc}"
         ) from None
+    install_liveness_check(engine, settings, overrides)
     if isinstance(engine.pool, _GatedStaticPool):
         engine.pool.gate_timeout = settings.pool_timeout
     if parsed.get_backend_name() == "sqlite":
@@ -289,7 +291,7 @@ def install_server_hooks(
         _bound_mysql(engine, options.get("connect_args") or {})
     if quiet_reset:
         _reset_quietly(engine)
-    if options.get("pool_pre_ping"):
+    if options.get("pool_pre_ping") or settings.pool_pre_ping:  # liveness pings through it
         _bound_pre_ping(engine, settings.network_timeout)
 
 

@@ -7,6 +7,7 @@ before they reach a message.
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -21,6 +22,7 @@ __all__ = [
     "FlowstoreError",
     "InvalidInputError",
     "NotFoundError",
+    "StatementTimeoutError",
     "TenantScopeError",
     "TransactionFailedError",
     "describe",
@@ -64,6 +66,14 @@ class ConcurrencyError(FlowstoreError):
     """An optimistic-lock check failed: the row changed (or vanished) since it was read."""
 
 
+class StatementTimeoutError(TransactionFailedError):
+    """A statement ran past its time limit (``statement_timeout``, a unit of work's
+    ``timeout=``, or the server-side limit just under ``network_timeout``) and was cut off.
+    The unit of work's transaction is then doomed: every later statement in it is refused
+    until it is rolled back (leaving the ``with`` block does). Being a
+    ``TransactionFailedError``, ``run_in_transaction`` runs the unit of work again."""
+
+
 _URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][\w+.-]*://[^:/@\s]*:)(?P<pw>[^@\s]*)(?P<tail>@)")
 _KV_PASSWORD = re.compile(
     r"(?P<head>\b(?:password|passwd|pwd)\s*=\s*)(?P<pw>'[^']*'|\"[^\"]*\"|\S+)", re.I
@@ -77,9 +87,10 @@ def mask_secrets(text: str) -> str:
 
 
 def describe(value: object, limit: int = 80) -> str:
-    """A short repr of a caller's value for a message; never fails (huge ints, hostile reprs)."""
+    """A short repr of a caller's value for a message; never fails (huge ints, hostile reprs).
+    UUIDs are shown as their text, the form a client sent (no ``UUID('...')``)."""
     try:
-        text = repr(value)
+        text = str(value) if isinstance(value, uuid.UUID) else repr(value)
     except Exception:
         return f"<{type(value).__name__}>"
     return mask_secrets(text if len(text) <= limit else text[: limit - 3] + "...")
@@ -105,6 +116,8 @@ _READ_ONLY_SQLSTATES = {"25006"}  # read_only_sql_transaction
 _READ_ONLY_MYSQL = {1290, 1792, 1836}  # --read-only server, READ ONLY transaction, read-only mode
 _DISK_FULL_SQLSTATES = {"53100"}  # disk_full
 _DISK_FULL_MYSQL = {1021, 1114}  # disk full, table is full
+_SQLITE_INTERRUPT = 9  # SQLITE_INTERRUPT: flowstore's progress handler cut the statement off
+_ABORTED_SQLSTATE = "25P02"  # in_failed_sql_transaction: an earlier statement failed
 
 
 def _orig_message(exc: sa_exc.SQLAlchemyError) -> str:
@@ -133,6 +146,15 @@ def _is_unique_violation(orig: Any) -> bool:
         return True
     text = str(orig)
     return "UNIQUE constraint failed" in text or "Duplicate entry" in text
+
+
+def _is_statement_timeout(orig: Any) -> bool:
+    if _sqlstate(orig) == "57014":  # query_canceled: by statement_timeout, or by a user
+        return "statement timeout" in str(orig)
+    if _mysql_code(orig) in _MYSQL_STATEMENT_TIMEOUT:
+        return True
+    code = getattr(orig, "sqlite_errorcode", None)
+    return code == _SQLITE_INTERRUPT or str(orig) == "interrupted"
 
 
 def _is_retryable(orig: Any) -> bool:
@@ -187,10 +209,16 @@ def translate(exc: BaseException) -> FlowstoreError:
             # SQLite rolled the whole transaction back itself (disk full, I/O error), so the
             # SAVEPOINT's rollback failed too: the earlier error is the one that matters.
             return translate(earlier)
-        if _mysql_code(exc.orig) in _MYSQL_STATEMENT_TIMEOUT:
+        if _is_statement_timeout(exc.orig):
+            return StatementTimeoutError(
+                "a statement ran past its time limit (the statement timeout, or the one "
+                "flowstore sets just under network_timeout) and was cut off; the unit of "
+                "work's transaction is rolled back (run it again, or allow it more time)"
+            )
+        if _sqlstate(exc.orig) == _ABORTED_SQLSTATE:
             return TransactionFailedError(
-                "the server cancelled the statement at its time limit (flowstore sets it just "
-                f"under network_timeout): {_orig_message(exc)}"
+                "an earlier statement of this transaction failed, so the database refuses "
+                "the rest of it; roll the unit of work back and run it again"
             )
         if _is_retryable(exc.orig):
             return TransactionFailedError(f"transaction failed, retry it: {_orig_message(exc)}")

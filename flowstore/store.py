@@ -30,6 +30,8 @@ from flowstore.errors import (
 from flowstore.recording import attach
 from flowstore.repositories import RepositoryContext
 from flowstore.sessions import ShortTransactions, session_factory
+from flowstore.startup import report_configuration
+from flowstore.timeouts import check_timeout, prepare_engine, timeout_info
 from flowstore.uow import UnitOfWork
 
 if TYPE_CHECKING:
@@ -112,13 +114,21 @@ class Store(Generic[U]):
         self.migrations = migrations if migrations is not None else self.settings.migrations
         self.url = normalize_url(url if url is not None else self.settings.database_url)
         self.engine: Engine = build_engine(self.url, self.settings, **engine_options)
-        self.session_factory: sessionmaker[Session] = session_factory(self.engine)
+        self.statement_timeout = check_timeout(
+            getattr(self.settings, "statement_timeout", None), "statement_timeout"
+        )
+        if self.statement_timeout is not None:
+            prepare_engine(self.engine)
+        self.session_factory: sessionmaker[Session] = session_factory(
+            self.engine, info=timeout_info(self.statement_timeout)
+        )
         self._context = RepositoryContext(settings=self.settings)
         # change events (store.events) and the read cache (store.cache): flowstore.recording
         self.events, self.cache = attach(
             self.session_factory, self.engine, self.settings, events=events, cache_url=cache_url
         )
         self.is_memory = is_memory_sqlite(self.url)
+        report_configuration(self.settings, url_given=url is not None, memory=self.is_memory)
         if self.is_memory:
             with translating():
                 schema.create_schema(self.engine, migrations=self.migrations)
@@ -143,15 +153,20 @@ class Store(Generic[U]):
 
     # -- units of work and queues ----------------------------------------------------------
 
-    def unit_of_work(self, *, org_id: Any = None) -> U:
+    def unit_of_work(self, *, org_id: Any = None, timeout: float | None = None) -> U:
         """A new unit of work (use it as a context manager).
 
         With ``org_id`` it is confined to that organization: its repositories see, change and
         delete only that organization's rows and refuse others (``TenantScopeError``); see
-        ``flowstore.tenancy``.
+        ``flowstore.tenancy``. ``timeout`` (seconds) cuts off any of its statements that runs
+        longer (``StatementTimeoutError``), instead of the store's ``statement_timeout``.
         """
         context = self._context if org_id is None else self._context.for_org(org_id)
-        return self.unit_of_work_class(self.session_factory, context)
+        if timeout is None:
+            return self.unit_of_work_class(self.session_factory, context)
+        limit = check_timeout(timeout)
+        prepare_engine(self.engine)
+        return self.unit_of_work_class(self.session_factory, context, timeout=limit)
 
     def run_in_transaction(
         self,

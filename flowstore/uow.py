@@ -42,6 +42,7 @@ from flowstore.repositories import (
 )
 from flowstore.sessions import CallerSession
 from flowstore.tenancy import scope_session
+from flowstore.timeouts import SESSION_KEY as TIMEOUT_KEY
 
 if TYPE_CHECKING:
     import uuid
@@ -117,12 +118,15 @@ class UnitOfWork:
         context: RepositoryContext | None = None,
         *,
         rollback_on_exit: bool = False,
+        timeout: float | None = None,
     ) -> None:
         """``rollback_on_exit``: a clean exit rolls back instead of committing (for tests
-        and dry runs; an explicit ``commit()`` still commits)."""
+        and dry runs; an explicit ``commit()`` still commits). ``timeout``: seconds each
+        statement may run (``flowstore.timeouts``; default: the store's ``statement_timeout``)."""
         self._session_factory = session_factory
         self.context = context or RepositoryContext()
         self.rollback_on_exit = rollback_on_exit
+        self.timeout = timeout
         self._session: Session | None = None
         self._repositories: dict[str, Repository[Any]] = {}
 
@@ -158,6 +162,8 @@ class UnitOfWork:
         if self._session is not None:
             raise InvalidInputError("this unit of work is already active")
         session = self._session_factory()
+        if self.timeout is not None:
+            session.info[TIMEOUT_KEY] = self.timeout
         if self.context.org_id is not None:
             try:
                 scope_session(session, self.context.org_id)

@@ -53,6 +53,11 @@ from flowstore.models import AuditLog, Deployment, DeploymentStatus, utcnow, uui
 OTHER_MODULES = (
     ("bench_queue", "Job queue", True),
     ("bench_async", "Async face", True),
+    (
+        "bench_gateway",
+        "Gateway workload: flowstore against the same service on plain SQLAlchemy",
+        True,
+    ),
     ("bench_fixtures", "Test kit fixtures", False),
     ("bench_events", "Change events and the read cache", True),
 )

@@ -105,7 +105,7 @@ def test_pool_settings_reach_the_engine(database_url: URL) -> None:
         assert pool._recycle == (600 if store.dialect != "sqlite" else -1)
         assert pool._pre_ping is False
     with Store(database_url, settings=Settings(pool_pre_ping=True)) as store:
-        assert store.engine.pool._pre_ping is True
+        assert store.engine.pool._pre_ping is False  # flowstore.liveness pings idle ones
 
 
 @pytest.mark.parametrize("backend", POOLED_BACKENDS, indirect=True)
@@ -271,7 +271,7 @@ def _kill(backend: str, session_id: int) -> None:
 
 @pytest.mark.parametrize("backend", DROPPABLE_BACKENDS, indirect=True)
 def test_a_dropped_idle_connection_is_replaced_by_pre_ping(backend: str, database_url: URL) -> None:
-    settings = Settings(pool_size=1, max_overflow=0, pool_pre_ping=True)
+    settings = Settings(pool_size=1, max_overflow=0, pool_pre_ping=True, pool_pre_ping_idle=0)
     with Store(database_url, settings=settings) as store:
         first = _session_id(store)
         assert _session_id(store) == first  # the pool hands back the same connection

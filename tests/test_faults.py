@@ -29,7 +29,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, event, make_url, text
 from sqlalchemy.orm import Session
 
-from flowstore import Store
+from flowstore import Settings, Store
 from flowstore.errors import ConnectionFailedError, FlowstoreError
 from flowstore.models import Job, JobStatus, Organization
 from flowstore.queue import JobQueue, QueueCore
@@ -118,15 +118,16 @@ def test_a_connection_killed_at_commit_fails_the_commit(server: tuple[str, Store
 def test_an_idle_pooled_connection_killed_is_replaced_by_pre_ping(
     server: tuple[str, Store, Engine],
 ) -> None:
-    backend, store, admin = server
-    with store.unit_of_work() as uow:
-        pooled = _connection_id(uow, backend)
-    _kill(admin, backend, pooled)  # the connection now sits dead in the pool
-    slug = _slug("after-idle-kill")
-    with store.unit_of_work() as uow:
-        assert _connection_id(uow, backend) != pooled
-        uow.organizations.add(Organization(name="fine", slug=slug))
-    assert _count(store, slug) == 1
+    backend, shared, admin = server
+    with Store(shared.url, settings=Settings(pool_pre_ping_idle=0)) as store:
+        with store.unit_of_work() as uow:
+            pooled = _connection_id(uow, backend)
+        _kill(admin, backend, pooled)  # the connection now sits dead in the pool
+        slug = _slug("after-idle-kill")
+        with store.unit_of_work() as uow:
+            assert _connection_id(uow, backend) != pooled
+            uow.organizations.add(Organization(name="fine", slug=slug))
+        assert _count(store, slug) == 1
 
 
 def test_without_pre_ping_one_unit_of_work_fails_then_the_pool_recovers(

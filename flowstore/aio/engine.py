@@ -38,6 +38,7 @@ from flowstore.engine import (
     resets_quietly,
 )
 from flowstore.errors import InvalidInputError, mask_secrets
+from flowstore.liveness import install_liveness_check
 from flowstore.sa_compat import await_in_greenlet
 
 R = TypeVar("R")
@@ -153,6 +154,7 @@ def build_async_engine(url: str | URL, settings: Settings, **overrides: Any) -> 
             f"cannot use database URL {mask_secrets(str(parsed))} asynchronously "
             f"(supported: sqlite+aiosqlite, postgresql+psycopg): {exc}"
         ) from None
+    install_liveness_check(engine.sync_engine, settings, overrides)
     pool = engine.sync_engine.pool
     if isinstance(pool, GatedStaticPool):
         pool.gate.timeout = settings.pool_timeout

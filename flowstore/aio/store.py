@@ -32,7 +32,9 @@ from flowstore.errors import (
 from flowstore.recording import attach
 from flowstore.repositories import RepositoryContext
 from flowstore.sessions import FlowstoreSession
+from flowstore.startup import report_configuration
 from flowstore.store import RETRYABLE_ERRORS, check_attempts
+from flowstore.timeouts import check_timeout, prepare_engine, timeout_info
 from flowstore.uow import UnitOfWork
 
 if TYPE_CHECKING:
@@ -119,8 +121,16 @@ class AsyncStore(Generic[AU]):
         raw = url if url is not None else self.settings.database_url
         self.url = normalize_url(raw, asynchronous=True)
         self.engine: AsyncEngine = build_async_engine(self.url, self.settings, **engine_options)
+        self.statement_timeout = check_timeout(
+            getattr(self.settings, "statement_timeout", None), "statement_timeout"
+        )
+        if self.statement_timeout is not None:
+            prepare_engine(self.engine.sync_engine)
         self.session_factory: async_sessionmaker[AsyncSession] = async_sessionmaker(
-            self.engine, expire_on_commit=False, sync_session_class=FlowstoreSession
+            self.engine,
+            expire_on_commit=False,
+            sync_session_class=FlowstoreSession,
+            info=timeout_info(self.statement_timeout),
         )
         self._context = RepositoryContext(settings=self.settings)
         # change events and the read cache, as on Store (flowstore.recording)
@@ -134,6 +144,7 @@ class AsyncStore(Generic[AU]):
         )
         self.events = AsyncEventLog(self.engine, enabled=log.enabled)
         self.is_memory = is_memory_sqlite(self.url)
+        report_configuration(self.settings, url_given=url is not None, memory=self.is_memory)
         self._schema_pending = self.is_memory
         self._shield_steps = self.engine.dialect.name == "sqlite"  # see flowstore.aio.uow
 
@@ -157,16 +168,20 @@ class AsyncStore(Generic[AU]):
 
     # -- units of work and queues ----------------------------------------------------------
 
-    def unit_of_work(self, *, org_id: Any = None) -> AU:
+    def unit_of_work(self, *, org_id: Any = None, timeout: float | None = None) -> AU:
         """A new unit of work (use it with ``async with``); ``org_id`` confines it to one
-        organization, as ``Store.unit_of_work(org_id=...)`` does."""
+        organization and ``timeout`` limits each statement, as ``Store.unit_of_work`` does."""
         context = self._context if org_id is None else self._context.for_org(org_id)
+        limit = check_timeout(timeout)
+        if limit is not None:
+            prepare_engine(self.engine.sync_engine)
         return self.unit_of_work_class(
             self.session_factory,
             context,
             shield_steps=self._shield_steps,
             connect_early=self.is_memory,
             prepare=self._ensure_schema if self.is_memory else None,
+            timeout=limit,
         )
 
     async def run_in_transaction(

@@ -38,6 +38,7 @@ from flowstore.queue import JobQueue
 from flowstore.repositories import Repository, RepositoryContext
 from flowstore.sessions import CallerSession
 from flowstore.tenancy import scope_session
+from flowstore.timeouts import SESSION_KEY as TIMEOUT_KEY
 from flowstore.uow import UnitOfWork
 
 __all__ = [
@@ -132,14 +133,17 @@ class AsyncUnitOfWork(FlowstoreAsyncRepositories):
         connect_early: bool = False,
         prepare: Callable[[], Awaitable[None]] | None = None,
         rollback_on_exit: bool = False,
+        timeout: float | None = None,
     ) -> None:
         """``shield_steps``: finish each database step even if cancelled (SQLite);
         ``connect_early``: take the connection on entry (the in-memory database, whose one
         connection is waited for); ``prepare``: awaited before the session opens;
-        ``rollback_on_exit``: a clean exit rolls back instead of committing."""
+        ``rollback_on_exit``: a clean exit rolls back instead of committing; ``timeout``:
+        seconds each statement may run (default: the store's ``statement_timeout``)."""
         self._session_factory = session_factory
         self.context = context or RepositoryContext()
         self.rollback_on_exit = rollback_on_exit
+        self.timeout = timeout
         self._shield = shield_steps
         self._connect_early = connect_early
         self._prepare = prepare
@@ -227,6 +231,8 @@ class AsyncUnitOfWork(FlowstoreAsyncRepositories):
         if self._prepare is not None:
             await self._prepare()
         session = self._session_factory()
+        if self.timeout is not None:
+            session.sync_session.info[TIMEOUT_KEY] = self.timeout
         if self.context.org_id is not None:
             scope_session(session.sync_session, self.context.org_id)
         self._session, self._repositories = session, {}

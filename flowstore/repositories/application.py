@@ -15,9 +15,12 @@ from typing import Any
 from sqlalchemy import select
 
 from flowstore.cache.reads import cached_lookup
+from flowstore.config import DEV_API_KEY_SECRET
+from flowstore.engine import is_memory_sqlite
 from flowstore.errors import InvalidInputError
 from flowstore.models import Application
 from flowstore.repositories.base import Repository, translated
+from flowstore.startup import report_api_key_secret
 
 API_KEY_PREFIX = "fs_"
 _MAX_KEY_LENGTH = 256
@@ -42,6 +45,9 @@ class ApplicationRepository(Repository[Application]):
             raise InvalidInputError(
                 "api_key_secret is empty: set FLOWSTORE_API_KEY_SECRET to a long random value"
             )
+        if secret == DEV_API_KEY_SECRET:
+            memory = is_memory_sqlite(self.session.get_bind().engine.url)
+            report_api_key_secret(secret, memory=memory)
         return hash_api_key(raw_key, secret)
 
     def _lookup_hash(self, raw_key: Any) -> tuple[str] | None:

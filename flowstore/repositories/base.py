@@ -5,8 +5,9 @@ a single-column primary key (``Entity``'s UUIDv7 ``id``, an integer, a string). 
 a stable order: creation time then key where the model has ``created_at``, else key order.
 
 A repository never commits: the unit of work that owns the session does. ``add`` and
-``add_many`` flush inside a SAVEPOINT, so a duplicate key raises ``AlreadyExistsError`` and
-leaves the rest of the unit of work intact and usable.
+``add_many`` flush inside a nested transaction, so a duplicate key raises ``AlreadyExistsError``
+and leaves the rest of the unit of work intact and usable (a real SAVEPOINT only where the
+database needs one: ``flowstore.repositories.savepoints``).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from flowstore.repositories.pagination import (
     encode_cursor,
     fetch_page,
 )
+from flowstore.repositories.savepoints import guarded_insert, insert_one
 from flowstore.repositories.upsert import changes_for, upsert_statement
 from flowstore.spec import Spec
 from flowstore.validation import check_entity, coerce_value, column_for
@@ -193,8 +195,11 @@ class Repository(Generic[T]):
     @translated
     def add(self, entity: T) -> T:
         """Insert ``entity`` and flush; ``AlreadyExistsError`` on a duplicate key."""
-        self._check_new(entity)
-        with self.session.begin_nested():
+        self._check_unknown(entity)
+        if insert_one(self.session, self.model, entity):  # checks the values itself
+            return entity
+        check_entity(entity)
+        with guarded_insert(self.session, entity):
             self.session.add(entity)
         return entity
 

@@ -333,7 +333,7 @@ def _send(connection: Connection, plan: _BulkPlan, model: type[Any], dicts: list
     driver = _driver_insert(connection.dialect, model, plan)
     if (
         driver is None
-        or (driver.copy and not quiet(connection))
+        or (driver.copy and (len(dicts) == 1 or not quiet(connection)))  # one row: an INSERT
         or connection.get_execution_options().get("schema_translate_map")  # Core renders it
     ):
         # Core takes from each dict the values of the table's columns and no other key
@@ -347,11 +347,16 @@ def _send(connection: Connection, plan: _BulkPlan, model: type[Any], dicts: list
         connection.exec_driver_sql(driver.statement, list(zip(*columns, strict=True)))
 
 
-def insert_many(session: Session, model: type[Any], entities: Sequence[Any]) -> bool:
+def insert_many(
+    session: Session, model: type[Any], entities: Sequence[Any], *, guard: str = "savepoint"
+) -> bool:
     """Check ``entities`` (new ``model`` objects), write them in one driver call inside a
     SAVEPOINT and make them persistent in ``session``; ``False`` (nothing done, nothing
     checked) when the ordinary flush must do it. A bad value (``InvalidInputError``) or a
-    database error leaves the objects as they were given and writes nothing."""
+    database error leaves the objects as they were given and writes nothing.
+
+    ``guard="none"`` sends no SAVEPOINT, for a backend that rolls back a failed statement
+    alone (``flowstore.repositories.savepoints``)."""
     plan = _plan(model)  # type: ignore[arg-type]
     if plan is None or not _CAN_PERSIST:
         return False
@@ -370,8 +375,11 @@ def insert_many(session: Session, model: type[Any], entities: Sequence[Any]) -> 
     try:
         session.flush()  # earlier pending work goes first, as before any SAVEPOINT
         connection = session.connection(bind_arguments={"mapper": mapper})  # the model's bind
-        with connection.begin_nested():  # a bare SAVEPOINT: the ORM keeps no snapshot here
+        if guard == "none":
             _send(connection, plan, model, dicts)
+        else:
+            with connection.begin_nested():  # a bare SAVEPOINT: the ORM keeps no snapshot
+                _send(connection, plan, model, dicts)
     except BaseException:
         _take_back(plan, dicts, filled)
         raise

@@ -5,6 +5,12 @@ Fixtures: ``flowstore_store`` (one migrated database per test session; in-memory
 work per test whose writes, commits included, are rolled back afterwards). The machinery lives
 in ``flowstore.testing.isolation``, usable without pytest.
 
+For the async face, ``async_flowstore_store`` (an ``AsyncStore`` on the same database, one per
+test since it belongs to the test's event loop; on the in-memory default a fresh database with
+the models' schema) and ``async_uow``, the async twin of ``uow``. They are async fixtures run
+by anyio's pytest plugin: mark the tests ``@pytest.mark.anyio`` and define an
+``anyio_backend`` fixture returning ``"asyncio"``.
+
 A service configures it in its pytest settings, so the fixtures use its unit-of-work class
 and migrate its tables too::
 
@@ -17,17 +23,18 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 if TYPE_CHECKING:
+    from flowstore.aio import AsyncStore, AsyncUnitOfWork
     from flowstore.store import Store
     from flowstore.uow import UnitOfWork
 
-__all__ = ["URL_ENV", "flowstore_store", "uow"]
+__all__ = ["URL_ENV", "async_flowstore_store", "async_uow", "flowstore_store", "uow"]
 
 URL_ENV = "FLOWSTORE_TEST_DATABASE_URL"
 
@@ -142,4 +149,33 @@ def uow(flowstore_store: Store[Any]) -> Iterator[UnitOfWork]:
     from flowstore.testing.isolation import isolated_unit_of_work
 
     with isolated_unit_of_work(flowstore_store) as unit:
+        yield unit
+
+
+@pytest.fixture
+async def async_flowstore_store(
+    flowstore_store: Store[Any], anyio_backend: Any
+) -> AsyncIterator[AsyncStore[Any]]:
+    """An ``AsyncStore`` on the test session's database (migrated by ``flowstore_store``), made
+    in the test's event loop; on the in-memory default, a new in-memory database."""
+    from flowstore.aio import AsyncStore
+
+    url = None if flowstore_store.is_memory else flowstore_store.url
+    store: AsyncStore[Any] = AsyncStore(
+        url if url is not None else "sqlite://",
+        unit_of_work_class=flowstore_store.unit_of_work_class,
+    )
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+async def async_uow(async_flowstore_store: AsyncStore[Any]) -> AsyncIterator[AsyncUnitOfWork]:
+    """The async twin of ``uow``: an active async unit of work whose writes, commits included,
+    are rolled back after the test; ``async_flowstore_store.unit_of_work()`` joins it."""
+    from flowstore.testing.async_isolation import isolated_async_unit_of_work
+
+    async with isolated_async_unit_of_work(async_flowstore_store) as unit:
         yield unit

@@ -1,0 +1,2 @@
+"""Integrations with web frameworks: ``flowstore.ext.fastapi`` (the ``fastapi`` extra) and the
+framework-neutral problem details they answer errors with (``flowstore.ext.problems``)."""
