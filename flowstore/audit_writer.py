@@ -36,7 +36,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
-from sqlalchemy import Engine
+from flowstore.audit_engine import writer_engine
+from flowstore.config import Settings
 
 from flowstore.audit_batches import AuditBatches, OutageBudget
 from flowstore.audit_entries import INDEX, Row, entry_row, entry_values
@@ -47,6 +48,7 @@ from flowstore.errors import (
     translate,
 )
 from flowstore.models import AuditLog
+from flowstore.telemetry.spans import audit_batch
 
 __all__ = ["AuditWriteError", "AuditWriter", "AuditWriterStats", "FailedEntry"]
 
@@ -112,10 +114,9 @@ class AuditWriter:
         retry_delay: float = 0.2,
         on_error: Callable[[FlowstoreError, list[FailedEntry]], object] | None = None,
         org_id: uuid.UUID | None = None,
+        settings: Settings | None = None,
     ) -> None:
-        engine = getattr(target, "engine", target)
-        if not isinstance(engine, Engine):
-            raise InvalidInputError("AuditWriter takes a Store or an Engine")
+        engine, self._owned_engine = writer_engine(target, settings)
         for name, value, least in (
             ("batch_size", batch_size, 1),
             ("max_pending", max_pending, 1),
@@ -204,6 +205,8 @@ class AuditWriter:
                 self._thread.join(timeout)
             atexit.unregister(self._close_at_exit)
             self._strand_leftovers()
+            if self._owned_engine and not self._thread.is_alive():
+                self._batch.engine.dispose()
         self._raise_unreported()
 
     def _strand_leftovers(self) -> None:
@@ -353,7 +356,8 @@ class AuditWriter:
                 self._already += count
 
     def _insert(self, rows: list[Row]) -> None:
-        self._batch.insert(rows)
+        with audit_batch(self._batch.engine, len(rows), copy=self._batch.copy_sql is not None):
+            self._batch.insert(rows)
 
     def _give_up(self, rows: list[Row], error: FlowstoreError) -> None:
         failed = [FailedEntry(entry_values(row), error) for row in rows]

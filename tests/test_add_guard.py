@@ -8,6 +8,7 @@ work intact, scoped or not.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,15 +20,19 @@ from sqlalchemy import event
 from flowstore import AlreadyExistsError, InvalidInputError, Store
 from flowstore.models import Organization, Policy, PolicyType
 
+EVENT_LOG = re.compile(r"\bevents\b|event_writer_lock|pg_advisory_xact_lock|^\s*PRAGMA", re.I)
+
 
 @contextmanager
 def statements(store: Store[Any]) -> Iterator[list[str]]:
     """The statements handed to the driver (a skipped one goes no further than flowstore's
-    own ``do_execute`` listener, which comes first)."""
+    own ``do_execute`` listener, which comes first), but for the change-event log's own
+    (its lock, its INSERT at commit, SQLite's look at whether the table is there)."""
     sent: list[str] = []
 
     def note(_cursor: Any, statement: str, *_: Any) -> bool:
-        sent.append(statement.split()[0].upper())
+        if not EVENT_LOG.search(statement):
+            sent.append(statement.split()[0].upper())
         return False
 
     for name in ("do_execute", "do_execute_no_params", "do_executemany"):

@@ -133,7 +133,8 @@ class AuditLogRepository(Repository[AuditLog]):
         from flowstore.audit_writer import AuditWriter
 
         options.setdefault("org_id", self.context.org_id)
-        return AuditWriter(self.session.get_bind(), **options)  # it takes the bind's engine
+        options.setdefault("settings", self.context.settings)
+        return AuditWriter(self.session.get_bind(), **options)  # the bind's engine, or its own
 
     def update(self, entity: AuditLog) -> NoReturn:
         """Refused: the audit log is append-only."""
