@@ -36,11 +36,10 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
-from flowstore.audit_engine import writer_engine
-from flowstore.config import Settings
-
 from flowstore.audit_batches import AuditBatches, OutageBudget
+from flowstore.audit_engine import writer_engine
 from flowstore.audit_entries import INDEX, Row, entry_row, entry_values
+from flowstore.config import Settings
 from flowstore.errors import (
     AlreadyExistsError,
     FlowstoreError,

@@ -17,7 +17,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any, Protocol
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 __all__ = [
@@ -68,6 +68,13 @@ class ShortTransactions:
 
     def describe(self) -> str:
         return self.label or "its own transactions"
+
+    @property
+    def lent_connection(self) -> Connection | None:
+        """The one connection the factory is bound to meanwhile (``flowstore.testing`` binds
+        it to the test's, so these transactions are savepoints in the test's), else ``None``."""
+        bind = self.factory.kw.get("bind")
+        return bind if isinstance(bind, Connection) else None
 
 
 class CallerSession:

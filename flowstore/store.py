@@ -119,14 +119,14 @@ class Store(Generic[U]):
         )
         if self.statement_timeout is not None:
             prepare_engine(self.engine)
+        # change events (store.events) and the read cache (store.cache): flowstore.recording
+        self.events, self.cache, recording = attach(
+            self.engine, self.settings, events=events, cache_url=cache_url
+        )
         self.session_factory: sessionmaker[Session] = session_factory(
-            self.engine, info=timeout_info(self.statement_timeout)
+            self.engine, info={**timeout_info(self.statement_timeout), **recording}
         )
         self._context = RepositoryContext(settings=self.settings)
-        # change events (store.events) and the read cache (store.cache): flowstore.recording
-        self.events, self.cache = attach(
-            self.session_factory, self.engine, self.settings, events=events, cache_url=cache_url
-        )
         self.is_memory = is_memory_sqlite(self.url)
         report_configuration(self.settings, url_given=url is not None, memory=self.is_memory)
         if self.is_memory:

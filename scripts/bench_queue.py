@@ -142,7 +142,7 @@ def pgqueuer_loop(url: str, batch: int, gate: Gate) -> int:
         manager = QueueManager(Queries(AsyncpgDriver(connection)))
         done = 0
 
-        @manager.entrypoint(QUEUE)
+        @manager.entrypoint(QUEUE)  # type: ignore[untyped-decorator, unused-ignore]
         async def handle(job: Any) -> None:
             nonlocal done
             done += 1

@@ -23,6 +23,7 @@ from flowstore.models import (
     Deployment,
     InferenceRequest,
     Job,
+    JobSchedule,
     JobStatus,
     Machine,
     Organization,
@@ -41,6 +42,7 @@ from flowstore.testing.factories import (
     DeploymentNodeFactory,
     InferenceRequestFactory,
     JobFactory,
+    JobScheduleFactory,
     MachineFactory,
     OrganizationFactory,
     PolicyFactory,
@@ -367,6 +369,24 @@ def test_jobs_are_claimable_and_finished_ones_valid(
     queue.acknowledge(claimed)
     assert queue.get(job.id).status is JobStatus.DONE
     assert _counts(uow, Job) == [5]
+
+
+def test_a_queue_made_before_the_test_joins_its_transaction(store: Store) -> None:
+    queue = store.queue("emails")  # as an app makes it at start-up, before any test
+    queue.enqueue({"kept": True})
+    with isolated_unit_of_work(store) as uow, using_session(uow.session):
+        job = queue.enqueue({"task": "send_invoice_email"})
+        JobScheduleFactory(queue="emails")
+        assert queue.enqueue_scheduled() == 1  # the factory's periodic job is due at once
+        claimed = queue.dequeue()
+        assert claimed is not None and claimed.payload == {"kept": True}
+        queue.acknowledge(claimed)
+        assert _counts(uow, Job, JobSchedule) == [3, 1]
+        assert queue.get(job).status is JobStatus.QUEUED
+    with store.unit_of_work() as uow:  # the test's writes, the acknowledgement too, are gone
+        assert [j.payload for j in uow.session.scalars(select(Job))] == [{"kept": True}]
+        assert uow.session.scalars(select(Job)).one().status is JobStatus.QUEUED
+        assert _counts(uow, JobSchedule) == [0]
 
 
 def test_a_duplicate_is_already_exists_and_the_session_survives(uow: UnitOfWork) -> None:

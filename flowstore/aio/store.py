@@ -126,22 +126,21 @@ class AsyncStore(Generic[AU]):
         )
         if self.statement_timeout is not None:
             prepare_engine(self.engine.sync_engine)
-        self.session_factory: async_sessionmaker[AsyncSession] = async_sessionmaker(
-            self.engine,
-            expire_on_commit=False,
-            sync_session_class=FlowstoreSession,
-            info=timeout_info(self.statement_timeout),
-        )
-        self._context = RepositoryContext(settings=self.settings)
         # change events and the read cache, as on Store (flowstore.recording)
-        log, self.cache = attach(
-            self.session_factory,
+        log, self.cache, recording = attach(
             self.engine.sync_engine,
             self.settings,
             events=events,
             cache_url=cache_url,
             asynchronous=True,
         )
+        self.session_factory: async_sessionmaker[AsyncSession] = async_sessionmaker(
+            self.engine,
+            expire_on_commit=False,
+            sync_session_class=FlowstoreSession,
+            info={**timeout_info(self.statement_timeout), **recording},
+        )
+        self._context = RepositoryContext(settings=self.settings)
         self.events = AsyncEventLog(self.engine, enabled=log.enabled)
         self.is_memory = is_memory_sqlite(self.url)
         report_configuration(self.settings, url_given=url is not None, memory=self.is_memory)

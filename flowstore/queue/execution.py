@@ -12,6 +12,10 @@ work's transaction, which the caller commits; any other ``SessionSource`` runs i
 loop): no pool checkout, no pre-ping and no reset per call. A connection found broken is
 dropped after the failed call, and the next call takes a fresh one from the pool. SQLite is
 never pinned (its in-memory database has one connection, shared by turns).
+
+While ``flowstore.testing`` lends the test's connection to the store's sessions, a queue of the
+store runs each call in a session of them: a savepoint in the test's transaction, rolled back
+with it, whether the queue was made before the test began or during it.
 """
 
 from __future__ import annotations
@@ -63,9 +67,13 @@ class OwnTransactions:
 
     def engine(self) -> Engine:
         if self._engine is None:
-            with self._source.factory() as session:
-                bind = session.get_bind()
-            engine = bind if isinstance(bind, Engine) else bind.engine
+            lent = self._source.lent_connection
+            if lent is not None:
+                engine = lent.engine
+            else:
+                with self._source.factory() as session:
+                    bind = session.get_bind()
+                engine = bind if isinstance(bind, Engine) else bind.engine
             if engine.dialect.name == "postgresql":
                 self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
             self._engine = engine
@@ -74,7 +82,11 @@ class OwnTransactions:
     @contextlib.contextmanager
     def pinned(self) -> Iterator[None]:
         engine = self.engine()
-        if engine.dialect.name == "sqlite" or getattr(self._local, "pins", False):
+        if (
+            engine.dialect.name == "sqlite"
+            or getattr(self._local, "pins", False)
+            or self._source.lent_connection is not None
+        ):
             yield
             return
         self._local.pins = True
@@ -114,6 +126,9 @@ class OwnTransactions:
                     conn.close()
 
     def run(self, work: Callable[[Connection], R], *, single: bool = False, retries: int = 0) -> R:
+        if self._source.lent_connection is not None:  # a test's: a savepoint in its transaction
+            with translating(), self._source.transaction() as session:
+                return work(session.connection())
         engine = self.engine()
         for attempt in range(retries + 1):
             try:

@@ -197,6 +197,7 @@ class Repository(Generic[T]):
         """Insert ``entity`` and flush; ``AlreadyExistsError`` on a duplicate key."""
         self._check_unknown(entity)
         if insert_one(self.session, self.model, entity):  # checks the values itself
+            record_inserted(self.session, self.model, [entity])  # no flush saw it
             return entity
         check_entity(entity)
         with guarded_insert(self.session, entity):

@@ -13,7 +13,9 @@ rolled back.
 
 Models or batches it cannot handle faithfully (relationships, inheritance, server-side
 defaults, flush or insert event listeners, objects that are not new) are left to the ordinary
-flush: :func:`insert_many` returns ``False`` before doing anything.
+flush: :func:`insert_many` returns ``False`` before doing anything. Generated columns
+(``Computed``) are left out of the INSERT and expired on the objects, so they are loaded when
+first read, as after a flush.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ class _BulkPlan:
     primary_key: tuple[str, ...]  # the attributes of the other
     json_attributes: tuple[str, ...]  # whose values must be tracked (flowstore.models.mutable_json)
     given_keys: tuple[str, ...]  # key attributes without a default: every object must set them
+    computed: tuple[str, ...]  # attributes of generated columns: the database computes them
 
 
 def column_default(column: Any) -> tuple[bool, Callable[[], Any] | None, str | None]:
@@ -113,6 +116,7 @@ def _plan(model: type[Any]) -> _BulkPlan | None:
     version_col = mapper.version_id_col
     checks = {key: (check, none_ok) for key, check, none_ok, _existing in column_checks(model)}
     found: dict[str, tuple[Any, Callable[[], Any] | None, str | None, bool]] = {}
+    computed: list[str] = []
     for prop in mapper.column_attrs:
         if len(prop.columns) != 1 or prop.columns[0].table is not table:
             return None
@@ -120,6 +124,9 @@ def _plan(model: type[Any]) -> _BulkPlan | None:
         if column.key != prop.key:
             return None  # the objects' own dicts are the INSERT parameters: names must agree
         if column is version_col:
+            continue
+        if column.computed is not None:  # not in the INSERT; loaded when first read, as after
+            computed.append(prop.key)  # a flush without eager defaults
             continue
         usable, default, copied = column_default(column)
         if not usable:
@@ -152,7 +159,9 @@ def _plan(model: type[Any]) -> _BulkPlan | None:
     given_keys = tuple(
         key for key in primary_key if found[key][1] is None and found[key][2] is None
     )
-    identity = (identity_class, primary_key, json_attributes, given_keys)
+    if any(key in computed for key in primary_key):
+        return None
+    identity = (identity_class, primary_key, json_attributes, given_keys, tuple(computed))
     if version_col is None:
         return _BulkPlan(model.__name__, table, tuple(columns), None, None, *identity)
     generator = mapper.version_id_generator
@@ -302,7 +311,7 @@ def _driver_insert(dialect: Dialect, model: type[Any], plan: _BulkPlan) -> _Driv
         known = _DRIVER_INSERTS[dialect] = {}
     elif model in known:
         return known[model]
-    columns = list(plan.table.columns)
+    columns = [c for c in plan.table.columns if c.computed is None]
     names = [c.name for c in columns]
     keys = [c.key for c in columns]  # the attributes: _plan made sure they are the same
     types = [c.type for c in columns]
@@ -369,6 +378,9 @@ def insert_many(
     for key in plan.given_keys:  # an autoincrement key: only the database knows it
         if any(state.dict.get(key) is None for state in states):
             return False
+    for key in plan.computed:  # a value given for a generated column: the flush says no
+        if any(key in state.dict for state in states):
+            return False
     version = plan.version_generator(None) if plan.version_generator is not None else None
     dicts = [state.dict for state in states]  # the objects' own: also the INSERT parameters
     filled = _fill(plan, dicts, version)
@@ -384,6 +396,9 @@ def insert_many(
         _take_back(plan, dicts, filled)
         raise
     _persist(session, plan, states, dicts)
+    if plan.computed:
+        for entity in entities:
+            session.expire(entity, plan.computed)
     for key in plan.json_attributes:  # a default filled in above is a plain container
         for state, values in zip(states, dicts, strict=True):
             value = values[key]

@@ -10,6 +10,7 @@ from flowstore.models import (
     DeploymentNode,
     DeploymentStatus,
     Job,
+    JobSchedule,
     JobStatus,
     Machine,
     MachineStatus,
@@ -36,6 +37,7 @@ __all__ = [
     "DeploymentFactory",
     "DeploymentNodeFactory",
     "JobFactory",
+    "JobScheduleFactory",
     "MachineFactory",
     "RequestFactory",
     "TemplateFactory",
@@ -165,3 +167,21 @@ class JobFactory(FlowstoreFactory[Job]):
     claim_token = LazyAttribute(lambda o: uuid7() if o.status == JobStatus.RUNNING else None)
     locked_by = LazyAttribute(lambda o: "worker-1" if o.status == JobStatus.RUNNING else None)
     finished_at = LazyAttribute(lambda o: utcnow() if o.status in _FINISHED else None)
+
+
+class JobScheduleFactory(FlowstoreFactory[JobSchedule]):
+    """A periodic job (``JobQueue.schedule`` makes these), every five minutes and due now:
+    ``queue.enqueue_scheduled()`` turns it into a job at once. Pass ``next_run_at`` for a
+    later tick."""
+
+    class Meta:
+        model = JobSchedule
+
+    class Params:
+        task = Faker("random_element", elements=JOB_TASKS)
+
+    queue = LazyAttribute(lambda o: o.task[0])
+    name = Sequence(lambda n: f"every-five-minutes-{RUN_TAG}-{n}")
+    cron = "*/5 * * * *"
+    payload = LazyAttribute(lambda o: dict(o.task[1]))
+    next_run_at = LazyFunction(utcnow)
