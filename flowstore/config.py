@@ -7,10 +7,10 @@ secret is a ``SecretStr``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from flowstore.errors import mask_secrets
 
@@ -26,6 +26,20 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FLOWSTORE_", extra="ignore")
 
     database_url: str = Field(default=MEMORY_URL, description="SQLAlchemy URL of the database")
+    replica_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="read replicas' URLs (comma-separated in the environment): "
+        "read-only units of work read there (docs/scaling.md)",
+    )
+    replica_max_lag: float = Field(
+        default=1.0,
+        gt=0,
+        description="seconds a read-only unit of work waits for a replica to replay this "
+        "store's last commit; a replica that takes longer is skipped",
+    )
+    replica_retry_after: float = Field(
+        default=5.0, gt=0, description="seconds a skipped (lagging or silent) replica rests"
+    )
     pool_size: int = Field(default=5, ge=1, description="connections kept open in the pool")
     max_overflow: int = Field(default=10, ge=0, description="extra connections under load")
     pool_timeout: float = Field(default=30.0, gt=0, description="seconds to wait for a connection")
@@ -60,6 +74,13 @@ class Settings(BaseSettings):
         value = value.strip()
         return value or MEMORY_URL
 
+    @field_validator("replica_urls", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
     @field_validator("migrations")
     @classmethod
     def _blank_is_none(cls, value: str | None) -> str | None:
@@ -68,6 +89,8 @@ class Settings(BaseSettings):
     def __repr_args__(self) -> Any:
         for name, value in super().__repr_args__():
             masked = name in {"database_url", "cache_url"} and isinstance(value, str)
+            if name == "replica_urls":
+                value = [mask_secrets(url) for url in value]
             yield name, (mask_secrets(value) if masked else value)
 
     @property

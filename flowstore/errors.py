@@ -22,6 +22,7 @@ __all__ = [
     "FlowstoreError",
     "InvalidInputError",
     "NotFoundError",
+    "ReadOnlyError",
     "StatementTimeoutError",
     "TenantScopeError",
     "TransactionFailedError",
@@ -64,6 +65,11 @@ class TransactionFailedError(FlowstoreError):
 
 class ConcurrencyError(FlowstoreError):
     """An optimistic-lock check failed: the row changed (or vanished) since it was read."""
+
+
+class ReadOnlyError(FlowstoreError):
+    """A write was asked of a read-only unit of work (``unit_of_work(read_only=True)``) or a
+    read-only database (a replica, a server in read-only mode); nothing was written."""
 
 
 class StatementTimeoutError(TransactionFailedError):
@@ -236,7 +242,7 @@ def translate(exc: BaseException) -> FlowstoreError:
             or code in _READ_ONLY_MYSQL
             or ("readonly database" in str(orig))
         ):
-            return FlowstoreError(f"the database is read-only: {_orig_message(exc)}")
+            return ReadOnlyError(f"the database is read-only: {_orig_message(exc)}")
         if (
             _sqlstate(orig) in _DISK_FULL_SQLSTATES
             or code in _DISK_FULL_MYSQL

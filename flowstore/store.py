@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, Self, cast, overload
 
-from sqlalchemy import URL, Engine, text
+from sqlalchemy import URL, Connection, Engine, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 from typing_extensions import TypeVar
@@ -27,7 +27,10 @@ from flowstore.errors import (
     translate,
     translating,
 )
+from flowstore.read_only import READ_ONLY, read_only_engine
 from flowstore.recording import attach
+from flowstore.replicas import REPLICAS, Replica, ReplicaSet
+from flowstore.replicas import replica_urls as replica_urls_of
 from flowstore.repositories import RepositoryContext
 from flowstore.sessions import ShortTransactions, session_factory
 from flowstore.startup import report_configuration
@@ -78,6 +81,7 @@ class Store(Generic[U]):
         migrations: str | os.PathLike[str] | None = None,
         events: bool | None = None,
         cache_url: str | None = None,
+        replica_urls: Sequence[str | URL] | None = None,
         **engine_options: Any,
     ) -> None: ...
     @overload
@@ -89,6 +93,7 @@ class Store(Generic[U]):
         migrations: str | os.PathLike[str] | None = None,
         events: bool | None = None,
         cache_url: str | None = None,
+        replica_urls: Sequence[str | URL] | None = None,
         **engine_options: Any,
     ) -> None: ...
     def __init__(
@@ -100,6 +105,7 @@ class Store(Generic[U]):
         migrations: str | os.PathLike[str] | None = None,
         events: bool | None = None,
         cache_url: str | None = None,
+        replica_urls: Sequence[str | URL] | None = None,
         **engine_options: Any,
     ) -> None:
         if not (
@@ -123,15 +129,33 @@ class Store(Generic[U]):
         self.events, self.cache, recording = attach(
             self.engine, self.settings, events=events, cache_url=cache_url
         )
+        # read replicas (flowstore.replicas): read-only units of work read there
+        urls = replica_urls_of(replica_urls, self.settings.replica_urls, self.url)
+        self.replicas = self._open_replicas(urls, engine_options) if urls else None
+        replicas = {REPLICAS: self.replicas} if self.replicas is not None else {}
         self.session_factory: sessionmaker[Session] = session_factory(
-            self.engine, info={**timeout_info(self.statement_timeout), **recording}
+            self.engine, info={**timeout_info(self.statement_timeout), **recording, **replicas}
         )
+        self._read_only_primary: Engine | None = None
         self._context = RepositoryContext(settings=self.settings)
         self.is_memory = is_memory_sqlite(self.url)
         report_configuration(self.settings, url_given=url is not None, memory=self.is_memory)
         if self.is_memory:
             with translating():
                 schema.create_schema(self.engine, migrations=self.migrations)
+
+    def _open_replicas(self, urls: list[str | URL], options: dict[str, Any]) -> ReplicaSet:
+        replicas = []
+        for url in urls:
+            engine = build_engine(normalize_url(url), self.settings, **options)
+            label = mask_secrets(engine.url.render_as_string(hide_password=True))
+            replicas.append(Replica(label, engine, read_only_engine(engine)))
+        return ReplicaSet(
+            replicas,
+            self.engine,
+            max_lag=self.settings.replica_max_lag,
+            retry_after=self.settings.replica_retry_after,
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> Self:
@@ -153,20 +177,40 @@ class Store(Generic[U]):
 
     # -- units of work and queues ----------------------------------------------------------
 
-    def unit_of_work(self, *, org_id: Any = None, timeout: float | None = None) -> U:
+    def unit_of_work(
+        self, *, org_id: Any = None, timeout: float | None = None, read_only: bool = False
+    ) -> U:
         """A new unit of work (use it as a context manager).
 
         With ``org_id`` it is confined to that organization: its repositories see, change and
         delete only that organization's rows and refuse others (``TenantScopeError``); see
         ``flowstore.tenancy``. ``timeout`` (seconds) cuts off any of its statements that runs
         longer (``StatementTimeoutError``), instead of the store's ``statement_timeout``.
+        ``read_only=True``: it reads from a replica that has every commit this store made
+        before it began (else from the primary), and refuses any write (``ReadOnlyError``)
+        before it is sent (``flowstore.replicas``, ``flowstore.read_only``).
         """
         context = self._context if org_id is None else self._context.for_org(org_id)
+        factory: Callable[[], Session] = self.session_factory
+        if read_only:
+            factory = self._read_only_session
         if timeout is None:
-            return self.unit_of_work_class(self.session_factory, context)
+            return self.unit_of_work_class(factory, context, rollback_on_exit=read_only)
         limit = check_timeout(timeout)
         prepare_engine(self.engine)
-        return self.unit_of_work_class(self.session_factory, context, timeout=limit)
+        return self.unit_of_work_class(factory, context, timeout=limit, rollback_on_exit=read_only)
+
+    def _read_only_session(self) -> Session:
+        """A read-only unit of work's session, on the replica it reads from (or the primary)."""
+        info = {READ_ONLY: True}
+        if isinstance(self.session_factory.kw.get("bind"), Connection):
+            return self.session_factory(info=info)  # a test's connection (flowstore.testing)
+        replica = self.replicas.choose() if self.replicas is not None else None
+        if replica is not None:
+            return self.session_factory(bind=replica.bind, info=info)
+        if self._read_only_primary is None:
+            self._read_only_primary = read_only_engine(self.engine)
+        return self.session_factory(bind=self._read_only_primary, info=info)
 
     def run_in_transaction(
         self,
@@ -234,6 +278,8 @@ class Store(Generic[U]):
     def close(self) -> None:
         """Close every pooled connection (an in-memory database is gone afterwards)."""
         self.engine.dispose()
+        if self.replicas is not None:
+            self.replicas.dispose()
         if self.cache is not None:
             self.cache.close()
 

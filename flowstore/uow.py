@@ -17,15 +17,16 @@ declaration::
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar, overload
 
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from flowstore.errors import FlowstoreError, InvalidInputError, translate, translating
 from flowstore.events.log import EventPublisher
+from flowstore.read_only import READ_ONLY
 from flowstore.repositories import (
     ApplicationRepository,
     AuditLogRepository,
@@ -114,7 +115,7 @@ class UnitOfWork:
 
     def __init__(
         self,
-        session_factory: sessionmaker[Session],
+        session_factory: Callable[[], Session],
         context: RepositoryContext | None = None,
         *,
         rollback_on_exit: bool = False,
@@ -184,6 +185,10 @@ class UnitOfWork:
         try:
             if exc is None and not self.rollback_on_exit:
                 self.commit()
+            elif exc is None and session.info.get(READ_ONLY):
+                with translating():
+                    session.flush()  # changes left pending are refused, not dropped unsaid
+                self._rollback_quietly(session)
             else:
                 self._rollback_quietly(session)
                 if isinstance(exc, sa_exc.SQLAlchemyError):

@@ -221,10 +221,18 @@ def test_the_tenant_scoped_variant_takes_the_organization_from_the_request(
         assert uow.policies.count() == 1
 
 
-def test_the_read_only_variant_never_commits(store: Store[Any]) -> None:
+def test_the_read_only_variant_reads_and_refuses_writes_never_answering_ok(
+    store: Store[Any],
+) -> None:
+    with store.unit_of_work() as uow:
+        org = uow.organizations.add(Organization(name="Seen", slug="seen"))
     client = TestClient(_sync_app(store, read_only=True))
-    assert client.post("/orgs/kept").status_code == 201
-    assert _count(store, "kept") == 0
+    assert client.get(f"/orgs/{org.id}").json() == {"slug": "seen"}
+    refused = client.post("/orgs/kept")  # pending at the end: refused, not dropped unsaid
+    assert refused.status_code == 503
+    assert refused.json()["type"].endswith("read-only")
+    assert client.post("/orgs/gone/fail").status_code == 503  # refused at its flush
+    assert _count(store, "kept") == 0 and _count(store, "gone") == 0
 
 
 class AcmeUnitOfWork(UnitOfWork):

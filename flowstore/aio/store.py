@@ -6,13 +6,13 @@ import asyncio
 import functools
 import os
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, Self, overload
 
 from sqlalchemy import URL, text
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.util import greenlet_spawn
 from typing_extensions import TypeVar
 
@@ -29,7 +29,10 @@ from flowstore.errors import (
     translate,
     translating,
 )
+from flowstore.read_only import READ_ONLY, read_only_async_engine
 from flowstore.recording import attach
+from flowstore.replicas import REPLICAS, Replica, ReplicaSet
+from flowstore.replicas import replica_urls as replica_urls_of
 from flowstore.repositories import RepositoryContext
 from flowstore.sessions import FlowstoreSession
 from flowstore.startup import report_configuration
@@ -79,6 +82,7 @@ class AsyncStore(Generic[AU]):
         migrations: str | os.PathLike[str] | None = None,
         events: bool | None = None,
         cache_url: str | None = None,
+        replica_urls: Sequence[str | URL] | None = None,
         **engine_options: Any,
     ) -> None: ...
     @overload
@@ -91,6 +95,7 @@ class AsyncStore(Generic[AU]):
         migrations: str | os.PathLike[str] | None = None,
         events: bool | None = None,
         cache_url: str | None = None,
+        replica_urls: Sequence[str | URL] | None = None,
         **engine_options: Any,
     ) -> None: ...
     @overload
@@ -102,6 +107,7 @@ class AsyncStore(Generic[AU]):
         migrations: str | os.PathLike[str] | None = None,
         events: bool | None = None,
         cache_url: str | None = None,
+        replica_urls: Sequence[str | URL] | None = None,
         **engine_options: Any,
     ) -> None: ...
     def __init__(
@@ -113,6 +119,7 @@ class AsyncStore(Generic[AU]):
         migrations: str | os.PathLike[str] | None = None,
         events: bool | None = None,
         cache_url: str | None = None,
+        replica_urls: Sequence[str | URL] | None = None,
         **engine_options: Any,
     ) -> None:
         self.unit_of_work_class: type[AU] = _async_class(unit_of_work_class)  # type: ignore[assignment]
@@ -134,18 +141,42 @@ class AsyncStore(Generic[AU]):
             cache_url=cache_url,
             asynchronous=True,
         )
+        # read replicas, as on Store (flowstore.replicas)
+        urls = replica_urls_of(replica_urls, self.settings.replica_urls, self.url)
+        self._replica_engines = [
+            build_async_engine(url, self.settings, **engine_options) for url in urls
+        ]
+        self.replicas = self._replica_set() if urls else None
+        replicas = {REPLICAS: self.replicas} if self.replicas is not None else {}
         self.session_factory: async_sessionmaker[AsyncSession] = async_sessionmaker(
             self.engine,
             expire_on_commit=False,
             sync_session_class=FlowstoreSession,
-            info={**timeout_info(self.statement_timeout), **recording},
+            info={**timeout_info(self.statement_timeout), **recording, **replicas},
         )
+        self._read_only_primary: AsyncEngine | None = None
         self._context = RepositoryContext(settings=self.settings)
         self.events = AsyncEventLog(self.engine, enabled=log.enabled)
         self.is_memory = is_memory_sqlite(self.url)
         report_configuration(self.settings, url_given=url is not None, memory=self.is_memory)
         self._schema_pending = self.is_memory
         self._shield_steps = self.engine.dialect.name == "sqlite"  # see flowstore.aio.uow
+
+    def _replica_set(self) -> ReplicaSet:
+        replicas = [
+            Replica(
+                mask_secrets(engine.url.render_as_string(hide_password=True)),
+                engine.sync_engine,
+                read_only_async_engine(engine),
+            )
+            for engine in self._replica_engines
+        ]
+        return ReplicaSet(
+            replicas,
+            self.engine.sync_engine,
+            max_lag=self.settings.replica_max_lag,
+            retry_after=self.settings.replica_retry_after,
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> Self:
@@ -167,21 +198,37 @@ class AsyncStore(Generic[AU]):
 
     # -- units of work and queues ----------------------------------------------------------
 
-    def unit_of_work(self, *, org_id: Any = None, timeout: float | None = None) -> AU:
+    def unit_of_work(
+        self, *, org_id: Any = None, timeout: float | None = None, read_only: bool = False
+    ) -> AU:
         """A new unit of work (use it with ``async with``); ``org_id`` confines it to one
-        organization and ``timeout`` limits each statement, as ``Store.unit_of_work`` does."""
+        organization, ``timeout`` limits each statement and ``read_only=True`` reads from a
+        replica that has this store's commits and refuses writes, as ``Store.unit_of_work``
+        does."""
         context = self._context if org_id is None else self._context.for_org(org_id)
         limit = check_timeout(timeout)
         if limit is not None:
             prepare_engine(self.engine.sync_engine)
+        factory: Callable[[], AsyncSession] = self.session_factory
+        prepare = self._ensure_schema if self.is_memory else None
+        if read_only:
+            reads = _ReadOnlySessions(self)
+            factory, prepare = reads, reads.prepare
         return self.unit_of_work_class(
-            self.session_factory,
+            factory,
             context,
             shield_steps=self._shield_steps,
             connect_early=self.is_memory,
-            prepare=self._ensure_schema if self.is_memory else None,
+            prepare=prepare,
             timeout=limit,
+            rollback_on_exit=read_only,
         )
+
+    def read_only_primary(self) -> AsyncEngine:
+        """The primary's engine for read-only units of work (writes refused)."""
+        if self._read_only_primary is None:
+            self._read_only_primary = read_only_async_engine(self.engine)
+        return self._read_only_primary
 
     async def run_in_transaction(
         self,
@@ -283,6 +330,8 @@ class AsyncStore(Generic[AU]):
         again, the store starts a new, empty one)."""
         with translating():
             await self.engine.dispose()
+            for engine in self._replica_engines:
+                await engine.dispose()
         if self.cache is not None:
             await self.cache.aclose()
         self._schema_pending = self.is_memory
@@ -298,3 +347,30 @@ class AsyncStore(Generic[AU]):
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+class _ReadOnlySessions:
+    """The session of one read-only unit of work: on the replica chosen (awaited) as the unit
+    of work begins, else on the primary; writes refused (``flowstore.read_only``)."""
+
+    def __init__(self, store: AsyncStore[Any]) -> None:
+        self._store = store
+        self._bind: Any = None
+
+    async def prepare(self) -> None:
+        store = self._store
+        if store.is_memory:
+            await store._ensure_schema()
+        bound = store.session_factory.kw.get("bind")
+        if isinstance(bound, AsyncConnection):
+            self._bind = None  # a test's connection (flowstore.testing): stay on it
+            return
+        replica = await store.replicas.choose_async() if store.replicas is not None else None
+        self._bind = replica.bind if replica is not None else store.read_only_primary()
+
+    def __call__(self) -> AsyncSession:
+        info = {READ_ONLY: True}
+        factory = self._store.session_factory
+        if self._bind is None:
+            return factory(info=info)
+        return factory(bind=self._bind, info=info)

@@ -22,7 +22,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar, overload
 
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from flowstore.aio.engine import spawn_step
@@ -35,6 +35,7 @@ from flowstore.aio.repository import (
 from flowstore.errors import FlowstoreError, InvalidInputError, translate, translating
 from flowstore.events.log import EventPublisher
 from flowstore.queue import JobQueue
+from flowstore.read_only import READ_ONLY
 from flowstore.repositories import Repository, RepositoryContext
 from flowstore.sessions import CallerSession
 from flowstore.tenancy import scope_session
@@ -126,7 +127,7 @@ class AsyncUnitOfWork(FlowstoreAsyncRepositories):
 
     def __init__(
         self,
-        session_factory: async_sessionmaker[AsyncSession],
+        session_factory: Callable[[], AsyncSession],
         context: RepositoryContext | None = None,
         *,
         shield_steps: bool = False,
@@ -257,6 +258,9 @@ class AsyncUnitOfWork(FlowstoreAsyncRepositories):
         try:
             if exc is None and not self.rollback_on_exit:
                 await self.commit()
+            elif exc is None and session.info.get(READ_ONLY):
+                await self._step(session.flush())  # changes left pending are refused
+                await finish_uninterrupted(self._discard(session))
             else:
                 await finish_uninterrupted(self._discard(session))
                 if isinstance(exc, sa_exc.SQLAlchemyError):

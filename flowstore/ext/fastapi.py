@@ -14,8 +14,9 @@ saved. An exception in the endpoint rolls it back. A ``Store`` serves sync endpo
 
 ``org_id=<dependency>`` scopes the unit of work to the organization that dependency returns
 (say, from the caller's API key); ``None`` there is refused (403), never unscoped.
-``read_only=True`` gives a unit of work that never commits (a read replica's, once the store
-has them). ``timeout=`` limits each statement (``StatementTimeoutError``, 504).
+``read_only=True`` gives a read-only unit of work (``store.unit_of_work(read_only=True)``): it
+reads from a replica when the store has them, and a write in it is ``ReadOnlyError``.
+``timeout=`` limits each statement (``StatementTimeoutError``, 504).
 """
 
 from __future__ import annotations
@@ -93,10 +94,10 @@ def unit_of_work(
     if org_id is not None and not callable(org_id):
         raise TypeError("org_id takes a dependency (a callable returning the organization id)")
     options: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
-    if read_only and "read_only" in inspect.signature(store.unit_of_work).parameters:
+    if read_only:
         options["read_only"] = True
     make = _async_dependency if isinstance(store, AsyncStore) else _sync_dependency
-    dependency = make(store, options, org_id is not None, read_only)
+    dependency = make(store, options, org_id is not None)
     _declare_org(dependency, org_id)
     return fastapi_params.Depends(dependency, scope="function")
 
@@ -107,7 +108,7 @@ def _refuse_missing_org(org: Any) -> None:
 
 
 def _sync_dependency(
-    store: AnyStore, options: dict[str, Any], scoped: bool, read_only: bool
+    store: AnyStore, options: dict[str, Any], scoped: bool
 ) -> Callable[..., Iterator[Any]]:
     assert isinstance(store, Store)
 
@@ -117,17 +118,14 @@ def _sync_dependency(
             options_here = {**options, "org_id": org}
         else:
             options_here = options
-        uow = store.unit_of_work(**options_here)
-        if read_only:
-            uow.rollback_on_exit = True
-        with uow:
+        with store.unit_of_work(**options_here) as uow:
             yield uow
 
     return dependency
 
 
 def _async_dependency(
-    store: AnyStore, options: dict[str, Any], scoped: bool, read_only: bool
+    store: AnyStore, options: dict[str, Any], scoped: bool
 ) -> Callable[..., AsyncIterator[Any]]:
     assert isinstance(store, AsyncStore)
 
@@ -137,10 +135,7 @@ def _async_dependency(
             options_here = {**options, "org_id": org}
         else:
             options_here = options
-        uow = store.unit_of_work(**options_here)
-        if read_only:
-            uow.rollback_on_exit = True
-        async with uow:
+        async with store.unit_of_work(**options_here) as uow:
             yield uow
 
     return dependency

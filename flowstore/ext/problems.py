@@ -24,6 +24,7 @@ from flowstore.errors import (
     FlowstoreError,
     InvalidInputError,
     NotFoundError,
+    ReadOnlyError,
     StatementTimeoutError,
     TenantScopeError,
     TransactionFailedError,
@@ -88,6 +89,13 @@ _KINDS: tuple[tuple[type[FlowstoreError], int, str, str, str], ...] = (
         "Database timeout",
         "statement-timeout",
         "the database took too long to answer and the work was cut off; nothing was saved",
+    ),
+    (
+        ReadOnlyError,
+        503,
+        "Read only",
+        "read-only",
+        "the data can be read but not changed at the moment; nothing was saved",
     ),
     (
         ConnectionFailedError,
