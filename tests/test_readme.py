@@ -104,7 +104,10 @@ def test_it_starts_with_make_run_and_make_test() -> None:
 
 
 def _default_shown(name: str) -> str:
-    default = Settings.model_fields[name].default
+    field = Settings.model_fields[name]
+    default = field.get_default(call_default_factory=True)
+    if default == []:
+        return "none"
     if isinstance(default, SecretStr):
         return "a development key"
     if isinstance(default, bool):

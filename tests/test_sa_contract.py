@@ -9,6 +9,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
 from sqlalchemy import Column, Integer, MetaData, Table, select, update
 
 from flowstore import sa_compat
@@ -63,3 +64,47 @@ def test_importing_the_errors_loads_neither_alembic_nor_pydantic() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=False, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_register_inserted_makes_new_objects_persistent_as_a_flush_does() -> None:
+    """``add_many``'s batches rely on it (flowstore.repositories.bulk): on this release the
+    internals it sets exist, the objects end up as a flush leaves them, and a rollback turns
+    them back into transient objects."""
+    from sqlalchemy import inspect
+
+    from flowstore import Store
+    from flowstore.models import Deployment
+
+    assert sa_compat.CAN_REGISTER_INSERTED
+    with Store("sqlite://") as store, store.unit_of_work() as uow:
+        items = [Deployment(name=f"d{i}", version="1") for i in range(3)]
+        uow.deployments.add_many(items)
+        session = uow.session
+        assert all(inspect(item).persistent for item in items)
+        assert not session.new and not session.dirty
+        assert session.get(Deployment, items[1].id) is items[1]  # from the identity map
+        uow.rollback()
+        assert all(inspect(item).transient for item in items)
+
+
+def test_without_the_internals_add_many_takes_the_public_flush(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The public fallback a release without them gets: the ordinary flush, same results."""
+    from flowstore import Store
+    from flowstore.models import Deployment
+    from flowstore.repositories import bulk
+
+    monkeypatch.setattr(bulk, "CAN_REGISTER_INSERTED", False)
+
+    def unavailable(*args: object) -> None:
+        raise AssertionError("register_inserted called without the internals")
+
+    monkeypatch.setattr(bulk, "register_inserted", unavailable)
+    with Store("sqlite://") as store:
+        with store.unit_of_work() as uow:
+            items = [Deployment(name=f"d{i}", version="1") for i in range(3)]
+            assert uow.deployments.add_many(items) == items
+            assert all(item.lock_version == 1 for item in items)
+        with store.unit_of_work() as uow:
+            assert uow.deployments.count() == 3

@@ -44,11 +44,11 @@ from flowstore.repositories.context import RepositoryContext
 from flowstore.repositories.keys import coerce_id, key_attribute, key_for, key_of, require_id
 from flowstore.repositories.pagination import (
     Page,
-    after_clause,
     check_page,
     encode_cursor,
     fetch_page,
 )
+from flowstore.repositories.queries import OrderBy, criteria, ordering, paged
 from flowstore.repositories.savepoints import guarded_insert, insert_one
 from flowstore.repositories.upsert import changes_for, upsert_statement
 from flowstore.spec import Spec
@@ -66,8 +66,6 @@ __all__ = [
 
 T = TypeVar("T", bound=Base)
 F = TypeVar("F", bound=Callable[..., Any])
-
-OrderBy = str | Sequence[str] | None
 
 
 def translated(method: F) -> F:
@@ -347,19 +345,10 @@ class Repository(Generic[T]):
     def _criteria(
         self, specs: Sequence[Spec], filters: Mapping[str, Any]
     ) -> builtins.list[ColumnElement[bool]]:
-        clauses: builtins.list[ColumnElement[bool]] = []
-        for spec in specs:
-            if not isinstance(spec, Spec):
-                raise InvalidInputError(f"expected a Spec, got {type(spec).__name__}")
-            clauses.append(spec.to_clause(self.model))
-        for name, value in filters.items():
-            column = column_for(self.model, name)
-            coerced = coerce_value(column, name, value)
-            clauses.append(column.is_(None) if coerced is None else column == coerced)
-        return clauses
+        return criteria(self.model, specs, filters)
 
     def _select(self, specs: Sequence[Spec], filters: Mapping[str, Any]) -> Select[Any]:
-        return select(self.model).where(*self._criteria(specs, filters))
+        return select(self.model).where(*criteria(self.model, specs, filters))
 
     def _paged(
         self,
@@ -369,36 +358,10 @@ class Repository(Generic[T]):
         order_by: OrderBy,
         after: str | None = None,
     ) -> Select[Any]:
-        if after is not None:
-            if order_by is not None or offset:
-                raise InvalidInputError("after pages in the default order, without offset")
-            stmt = stmt.where(after_clause(self.model, after))
-        stmt = stmt.order_by(*self._ordering(order_by))
-        limit, offset = check_page("limit", limit), check_page("offset", offset)
-        if limit is not None:
-            stmt = stmt.limit(limit)
-        if offset:
-            stmt = stmt.offset(offset)
-        return stmt
+        return paged(self.model, stmt, limit, offset, order_by, after)
 
     def _ordering(self, order_by: OrderBy) -> builtins.list[Any]:
-        key = key_attribute(self.model)
-        if order_by is None:
-            if "created_at" in self._mapper.column_attrs:
-                return [self.model.created_at, key]
-            return [key]
-        if not isinstance(order_by, str | builtins.list | tuple):
-            raise InvalidInputError("order_by takes a field name or a list of them")
-        names = [order_by] if isinstance(order_by, str) else builtins.list(order_by)
-        clauses: builtins.list[Any] = []
-        for name in names:
-            if not isinstance(name, str) or not name.lstrip("-"):
-                raise InvalidInputError(f"order_by takes field names, got {describe(name)}")
-            column = column_for(self.model, name.lstrip("-"))
-            clauses.append(column.desc() if name.startswith("-") else column.asc())
-        if key.key not in {n.lstrip("-") for n in names}:
-            clauses.append(key)  # a unique tie-breaker keeps pages from overlapping
-        return clauses
+        return ordering(self.model, order_by)
 
 
 def _rowcount(result: Any) -> int:

@@ -31,7 +31,6 @@ from sqlalchemy import JSON, Connection, Dialect, Table, insert
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Mapper, Session
 from sqlalchemy.orm.attributes import instance_state
-from sqlalchemy.orm.state import InstanceState
 
 from flowstore.driver import (
     Processors,
@@ -47,6 +46,7 @@ from flowstore.driver import (
 from flowstore.errors import InvalidInputError
 from flowstore.models.mutable_json import tracked
 from flowstore.models.types import CopyOf
+from flowstore.sa_compat import CAN_REGISTER_INSERTED, register_inserted
 from flowstore.validation import column_checks
 
 __all__ = ["column_default", "insert_many"]
@@ -198,37 +198,6 @@ def _events_in_the_way(session: Session, mapper: Mapper[Any]) -> bool:
     )
 
 
-#: The ORM internals :func:`_persist` sets, as SQLAlchemy 2.0 and 2.1 name them; without
-#: them every batch takes the ordinary flush.
-_CAN_PERSIST = hasattr(Session, "_autobegin_t") and callable(
-    getattr(InstanceState, "_commit_all_states", None)
-)
-
-
-def _persist(
-    session: Session, plan: _BulkPlan, states: list[Any], dicts: list[dict[str, Any]]
-) -> None:
-    """Make ``states``, just inserted, persistent in ``session`` as a flush does for new
-    objects (``Session._save_impl`` then ``_register_persistent``), in one pass: attached, in
-    the identity map, unmodified, and recorded in the transaction so that a rollback turns
-    them back into transient objects. The lifecycle events a flush would fire have no
-    listeners here (see :func:`_events_in_the_way`)."""
-    transaction = session._autobegin_t()
-    created = transaction._new
-    identity_map = session.identity_map
-    hash_key = session.hash_key
-    identity_class = plan.identity_class
-    primary_key = plan.primary_key
-    single = primary_key[0] if len(primary_key) == 1 else None
-    for state, values in zip(states, dicts, strict=True):
-        ident = (values[single],) if single else tuple(values[key] for key in primary_key)
-        state.session_id = hash_key
-        state.key = (identity_class, ident, None)
-        identity_map.replace(state)
-        created[state] = True
-    InstanceState._commit_all_states(zip(states, dicts, strict=True), identity_map)
-
-
 def _fill(plan: _BulkPlan, dicts: list[dict[str, Any]], version: Any) -> list[int]:
     """Make each object's own dict its INSERT parameters: every value checked
     (``InvalidInputError``, and the objects as they were given), the missing ones filled in (as
@@ -367,7 +336,7 @@ def insert_many(
     ``guard="none"`` sends no SAVEPOINT, for a backend that rolls back a failed statement
     alone (``flowstore.repositories.savepoints``)."""
     plan = _plan(model)  # type: ignore[arg-type]
-    if plan is None or not _CAN_PERSIST:
+    if plan is None or not CAN_REGISTER_INSERTED:
         return False
     mapper: Mapper[Any] = sa_inspect(model)
     if _events_in_the_way(session, mapper):
@@ -395,7 +364,7 @@ def insert_many(
     except BaseException:
         _take_back(plan, dicts, filled)
         raise
-    _persist(session, plan, states, dicts)
+    register_inserted(session, plan.identity_class, plan.primary_key, states, dicts)
     if plan.computed:
         for entity in entities:
             session.expire(entity, plan.computed)
