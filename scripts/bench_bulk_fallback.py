@@ -32,7 +32,7 @@ def per_object(batch: int, runs: int = 5) -> float:
 def main() -> None:
     batch = int(sys.argv[1]) if len(sys.argv) > 1 else 5000
     fenced = per_object(batch)
-    bulk.CAN_REGISTER_INSERTED = False  # as on a release without the internals
+    vars(bulk)["CAN_REGISTER_INSERTED"] = False  # as on a release without the internals
     fallback = per_object(batch)
     print(
         f"add_many of {batch}: {fenced:.1f} us/object with register_inserted, "
