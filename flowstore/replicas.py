@@ -61,7 +61,8 @@ class Replica:
 
     label: str  # its URL, password masked
     engine: Engine  # the sync engine (an AsyncEngine's sync_engine on the async face)
-    bind: Any  # the read-only engine sessions bind to (sync or async)
+    bind: Any  # the read-only engine (sync or async) every use of the replica goes through:
+    # psycopg would begin READ WRITE on the plain engine, which a standby refuses
     resting_until: float = 0.0
 
 
@@ -139,7 +140,7 @@ class ReplicaSet:
         for replica in self._turns():
             needed = self._written
             try:
-                with replica.engine.connect() as connection:
+                with replica.bind.connect() as connection:  # READ ONLY: a standby takes it
                     if self._wait(connection, needed):
                         return replica
                 self._rest(replica, f"not caught up within {self.max_lag} s")
