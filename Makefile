@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 MIN_VENV := .venv-min
 MIN_PINS := 'sqlalchemy[asyncio]==2.0.36' 'alembic==1.14.0'
 
-.PHONY: run test test-sqlite test-min test-faults lint typecheck migrate bench clean
+.PHONY: run test test-sqlite test-min test-faults lint typecheck migrate bench bench-replicas clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,9 @@ migrate: $(STAMP)  ## alembic upgrade head on FLOWSTORE_DATABASE_URL
 bench: $(STAMP)  ## pgqueuer (the bench extra) runs beside flowstore's queue
 	$(BIN)/python -m pip install -q -e '.[dev,bench]'
 	$(BIN)/python scripts/bench.py $(BENCH_ARGS)
+
+bench-replicas: $(STAMP)  ## read replicas on a streaming pair of its own (root; docs/scaling.md)
+	PYTHONPATH=. $(BIN)/python scripts/bench_replicas.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(MIN_VENV) build dist *.egg-info .mypy_cache .ruff_cache
