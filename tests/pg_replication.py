@@ -86,6 +86,20 @@ def check_environment() -> None:
         raise ReplicationUnavailable("runuser not found (util-linux)")
 
 
+def require_replication() -> None:
+    """In a test: skip unless a pair can be built here; under ``CI=true`` fail instead."""
+    import pytest
+
+    from tests.backends import in_ci
+
+    try:
+        check_environment()
+    except ReplicationUnavailable as exc:
+        if in_ci():
+            pytest.fail(f"CI=true and {exc}", pytrace=False)
+        pytest.skip(str(exc))
+
+
 def run(args: Sequence[str], what: str, timeout: float = 120.0) -> str:
     """Run a command (check=True); a failure raises ``ReplicationError`` with its stderr."""
     try:

@@ -11,22 +11,7 @@ import pytest
 from sqlalchemy import Engine, NullPool, create_engine, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from tests.backends import in_ci
-from tests.pg_replication import (
-    ReplicationPair,
-    ReplicationUnavailable,
-    check_environment,
-    clusters,
-)
-
-
-def _require_environment() -> None:
-    try:
-        check_environment()
-    except ReplicationUnavailable as exc:
-        if in_ci():
-            pytest.fail(f"CI=true and {exc}", pytrace=False)
-        pytest.skip(str(exc))
+from tests.pg_replication import ReplicationPair, clusters, require_replication
 
 
 def _eventually(check: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
@@ -47,7 +32,7 @@ def _notes(engine: Engine) -> list[str]:
 
 
 def test_replication_pair() -> None:
-    _require_environment()
+    require_replication()
     with ReplicationPair() as pair:
         assert {f"15/{pair.primary.name}", f"15/{pair.replica.name}"} <= set(clusters())
         assert pair.build_seconds > 0

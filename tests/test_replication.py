@@ -14,8 +14,8 @@ from sqlalchemy import text
 from flowstore import ReadOnlyError, Settings, Store
 from flowstore.aio import AsyncStore
 from flowstore.models import Organization
-from tests.backends import in_ci, selected_backends
-from tests.pg_replication import ReplicationPair, ReplicationUnavailable, check_environment
+from tests.backends import selected_backends
+from tests.pg_replication import ReplicationPair, require_replication
 
 pytestmark = pytest.mark.skipif(
     "postgresql" not in selected_backends(), reason="PostgreSQL is not among the backends"
@@ -27,12 +27,7 @@ SETTINGS = Settings(replica_max_lag=0.3, replica_retry_after=0.5)
 
 @pytest.fixture(scope="module")
 def pair() -> Iterator[ReplicationPair]:
-    try:
-        check_environment()
-    except ReplicationUnavailable as exc:
-        if in_ci():
-            pytest.fail(f"CI=true and {exc}", pytrace=False)
-        pytest.skip(str(exc))
+    require_replication()
     with ReplicationPair() as built:
         with Store(built.primary_url) as store:
             store.upgrade()
