@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 MIN_VENV := .venv-min
 MIN_PINS := 'sqlalchemy[asyncio]==2.0.36' 'alembic==1.14.0'
 
-.PHONY: run test test-sqlite test-min test-faults lint typecheck migrate bench bench-replicas clean
+.PHONY: run test test-sqlite test-min test-faults test-pgbouncer lint typecheck migrate bench bench-replicas clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ test-sqlite: $(STAMP)
 
 test-faults: $(STAMP)  ## servers of its own crashed, stopped and cut off (root; docs/faults.md)
 	$(BIN)/python -m pytest tests/faults -n 2 $(PYTEST_ARGS)
+
+test-pgbouncer: $(STAMP)  ## the PostgreSQL suite through PgBouncer in transaction pooling (root)
+	FLOWSTORE_TEST_BACKENDS=postgresql $(BIN)/python -m tests.pgbouncer \
+		$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -61,6 +61,11 @@ class Settings(BaseSettings):
         default=SecretStr(DEV_API_KEY_SECRET),
         description="server-side HMAC key for API-key hashes",
     )
+    prepared_statements: bool = Field(
+        default=True,
+        description="let psycopg prepare statements it runs often, on the server (PostgreSQL); "
+        "false behind PgBouncer in transaction pooling (docs/scaling.md)",
+    )
     network_timeout: float = Field(
         default=30.0,
         gt=0,

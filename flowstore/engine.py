@@ -124,6 +124,10 @@ def engine_options(
             "keepalives_count": max(1, math.ceil(network - idle)),
             "tcp_user_timeout": round(max(1.0, network - 0.5) * 1000),
         }
+        if not settings.prepared_statements and url.get_driver_name() == "psycopg":
+            # behind a transaction pooler the next transaction may run on another server
+            # connection, which never saw the statement psycopg prepared
+            options["connect_args"]["prepare_threshold"] = None
     elif backend in {"mysql", "mariadb"}:
         # the session's time zone and statement limit are set once connected (_bound_mysql)
         options["connect_args"] = {

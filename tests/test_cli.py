@@ -44,9 +44,17 @@ REVISIONS = [s.revision for s in ScriptDirectory.from_config(alembic_config()).w
 REVISIONS.reverse()  # oldest first
 
 
+_ENVIRONMENT_SETTINGS = {"FLOWSTORE_PREPARED_STATEMENTS"}
+
+
 def cli_env(**extra: str) -> dict[str, str]:
-    """The environment of a CLI run: this one without any FLOWSTORE_ setting, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWSTORE_")}
+    """The environment of a CLI run: this one without any FLOWSTORE_ setting, plus ``extra``
+    (but for what describes the way to the servers: ``make test-pgbouncer``'s pooler)."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("FLOWSTORE_") or k in _ENVIRONMENT_SETTINGS
+    }
     env.update(extra)
     return env
 
