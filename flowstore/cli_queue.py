@@ -52,6 +52,15 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
         default=0.5,
         help="idle polling period (default 0.5; PostgreSQL also wakes on NOTIFY)",
     )
+    parser.add_argument(
+        "--listen-url",
+        default=None,
+        help="a direct PostgreSQL URL for the wake-up's LISTEN (behind PgBouncer in "
+        "transaction pooling; docs/scaling.md)",
+    )
+    parser.add_argument(
+        "--no-listen", action="store_true", help="never LISTEN: wake up by polling only"
+    )
     parser.add_argument("--max-jobs", type=int, default=None, help="stop after this many jobs")
     parser.add_argument(
         "--until-empty", action="store_true", help="stop once the queue has no unfinished job"
@@ -86,6 +95,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
             batch=args.batch,
             max_jobs=args.max_jobs,
             until_empty=args.until_empty,
+            listen=not args.no_listen,
+            listen_url=args.listen_url,
         )
     logging.getLogger("flowstore.worker").info("processed %d job(s)", count)
     return EXIT_OK

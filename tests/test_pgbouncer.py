@@ -11,16 +11,18 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import URL, text
 
 from flowstore import FlowstoreError, Settings, StatementTimeoutError, Store
 from flowstore.aio import AsyncStore
-from flowstore.models import Deployment, Organization
+from flowstore.models import Deployment, JobStatus, Organization
 from tests.backends import selected_backends
 from tests.conftest import server_database
 from tests.pgbouncer import PgBouncer, require_pgbouncer
+from tests.test_cli import HANDLER_MODULE, assert_ok, cli_env, run_cli
 from tests.test_timeouts import SLOW
 
 pytestmark = pytest.mark.skipif(
@@ -122,3 +124,20 @@ def test_server_side_preparing_collides_behind_the_pooler(database: URL) -> None
                 for _ in range(7):
                     with store.unit_of_work() as uow:
                         uow.organizations.count()
+
+
+def test_a_worker_behind_the_pooler_listens_on_a_direct_connection(
+    database: URL, url: str, tmp_path: Path
+) -> None:
+    with Store(url, settings=BEHIND_A_POOLER) as store:
+        ids = [store.queue("mail").enqueue({"n": n}) for n in range(3)]
+    (tmp_path / "demo_handlers.py").write_text(HANDLER_MODULE)
+    direct = database.render_as_string(hide_password=False)
+    result = run_cli(
+        "worker", "--queue", "mail", "--handler", "demo_handlers:handle", "--until-empty",
+        "--url", url, "--listen-url", direct,
+        env=cli_env(FLOWSTORE_PREPARED_STATEMENTS="false"), cwd=tmp_path,
+    )  # fmt: skip
+    assert_ok(result)
+    with Store(url, settings=BEHIND_A_POOLER) as store:
+        assert {store.queue("mail").get(i).status for i in ids} == {JobStatus.DONE}
