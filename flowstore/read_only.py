@@ -88,6 +88,18 @@ def _refuse_writes(
         raise refusal(f"a statement {word.upper()} ...")
 
 
+def _refuse_write_statements(
+    connection: Connection, statement: Any, *args: Any, **kwargs: Any
+) -> None:
+    if not connection.get_execution_options().get(READ_ONLY):
+        return
+    if getattr(statement, "is_dml", False):
+        raise refusal("an INSERT, UPDATE or DELETE")
+    text = statement if isinstance(statement, str) else getattr(statement, "text", None)
+    if isinstance(text, str) and _first_word(text) in _WRITING:
+        raise refusal(f"a statement {_first_word(text).upper()} ...")
+
+
 def _first_word(statement: str) -> str:
     text = statement.lstrip(" \t\r\n(")
     end = 0
@@ -115,8 +127,8 @@ def _mark_lent_connection(
 ) -> None:
     if not session.info.get(READ_ONLY) or connection.get_execution_options().get(READ_ONLY):
         return
-    if connection not in _watched:
-        event.listen(connection, "before_cursor_execute", _refuse_writes)
+    if connection not in _watched:  # before_execute: before the test kit takes its turn
+        event.listen(connection, "before_execute", _refuse_write_statements)
         _watched.add(connection)
     connection.execution_options(**{READ_ONLY: True})
     session.info[_LENT] = connection

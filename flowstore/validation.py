@@ -67,15 +67,18 @@ def check_text(field: str, value: str) -> None:
 
 
 def python_type(sql_type: Any) -> type[Any] | None:
-    """The Python type of a column type; a ``TypeDecorator`` that does not say (``object``)
-    answers with its underlying type's."""
+    """The Python type of a column type; a ``TypeDecorator`` that does not say (``object`` on
+    SQLAlchemy 2.1, ``NotImplementedError`` on 2.0) answers with its underlying type's."""
     try:
         found = sql_type.python_type
-        if found is object and hasattr(sql_type, "impl_instance"):
-            found = sql_type.impl_instance.python_type
     except NotImplementedError:
-        return None
-    return cast("type[Any]", found)
+        found = object
+    if found is object and hasattr(sql_type, "impl_instance"):
+        try:
+            found = sql_type.impl_instance.python_type
+        except NotImplementedError:
+            return None
+    return None if found is object else cast("type[Any]", found)
 
 
 def _int_bound(sql_type: Any) -> int:

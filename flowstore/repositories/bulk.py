@@ -46,6 +46,7 @@ from flowstore.driver import (
 from flowstore.errors import InvalidInputError
 from flowstore.models.mutable_json import tracked
 from flowstore.models.types import CopyOf
+from flowstore.read_only import READ_ONLY
 from flowstore.sa_compat import CAN_REGISTER_INSERTED, register_inserted
 from flowstore.validation import column_checks
 
@@ -336,8 +337,8 @@ def insert_many(
     ``guard="none"`` sends no SAVEPOINT, for a backend that rolls back a failed statement
     alone (``flowstore.repositories.savepoints``)."""
     plan = _plan(model)  # type: ignore[arg-type]
-    if plan is None or not CAN_REGISTER_INSERTED:
-        return False
+    if plan is None or not CAN_REGISTER_INSERTED or session.info.get(READ_ONLY):
+        return False  # (read-only: the flush refuses the objects, flowstore.read_only)
     mapper: Mapper[Any] = sa_inspect(model)
     if _events_in_the_way(session, mapper):
         return False
