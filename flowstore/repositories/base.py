@@ -36,7 +36,6 @@ from flowstore.repositories.bulk import insert_many
 from flowstore.repositories.changes import (
     delete_recorded,
     read_row,
-    record_inserted,
     record_upsert,
     update_recorded,
 )
@@ -194,8 +193,7 @@ class Repository(Generic[T]):
     def add(self, entity: T) -> T:
         """Insert ``entity`` and flush; ``AlreadyExistsError`` on a duplicate key."""
         self._check_unknown(entity)
-        if insert_one(self.session, self.model, entity):  # checks the values itself
-            record_inserted(self.session, self.model, [entity])  # no flush saw it
+        if insert_one(self.session, self.model, entity):  # checks and records it itself
             return entity
         check_entity(entity)
         with guarded_insert(self.session, entity):
@@ -209,13 +207,11 @@ class Repository(Generic[T]):
         items = builtins.list(entities)
         for entity in items:
             self._check_unknown(entity)
-        if items and not insert_many(self.session, self.model, items):  # it checks the values
+        if items and not insert_many(self.session, self.model, items):  # checks and records
             for entity in items:
                 check_entity(entity)
             with self.session.begin_nested():
                 self.session.add_all(items)
-        elif items:
-            record_inserted(self.session, self.model, items)  # no flush saw them
         return items
 
     @translated

@@ -47,6 +47,7 @@ from flowstore.errors import InvalidInputError
 from flowstore.models.mutable_json import tracked
 from flowstore.models.types import CopyOf
 from flowstore.read_only import READ_ONLY
+from flowstore.repositories.changes import record_inserted
 from flowstore.sa_compat import CAN_REGISTER_INSERTED, register_inserted
 from flowstore.validation import column_checks
 
@@ -330,9 +331,10 @@ def insert_many(
     session: Session, model: type[Any], entities: Sequence[Any], *, guard: str = "savepoint"
 ) -> bool:
     """Check ``entities`` (new ``model`` objects), write them in one driver call inside a
-    SAVEPOINT and make them persistent in ``session``; ``False`` (nothing done, nothing
-    checked) when the ordinary flush must do it. A bad value (``InvalidInputError``) or a
-    database error leaves the objects as they were given and writes nothing.
+    SAVEPOINT, make them persistent in ``session`` and record their change events; ``False``
+    (nothing done, nothing checked) when the ordinary flush must do it. A bad value
+    (``InvalidInputError``) or a database error leaves the objects as they were given and
+    writes nothing.
 
     ``guard="none"`` sends no SAVEPOINT, for a backend that rolls back a failed statement
     alone (``flowstore.repositories.savepoints``)."""
@@ -374,4 +376,5 @@ def insert_many(
             value = values[key]
             if type(value) is dict or type(value) is list:
                 values[key] = tracked(value, state, key)
+    record_inserted(session, model, entities)  # their change events: no flush saw them
     return True

@@ -42,7 +42,7 @@ _CHUNK = 1000
 
 
 def record_inserted(session: Session, model: type[Any], entities: Iterable[Any]) -> None:
-    """Record the objects ``add_many``'s bulk path inserted (no flush saw them)."""
+    """Record the objects the bulk path (``bulk.insert_many``) inserted: no flush saw them."""
     if recording(session) is None:
         return
     record(session, [row_change(model, "created", inspect(e).dict) for e in entities])
