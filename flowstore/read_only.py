@@ -79,25 +79,27 @@ def read_only_async_engine(engine: AsyncEngine) -> AsyncEngine:
 def _refuse_writes(
     connection: Connection, cursor: Any, statement: str, parameters: Any, context: Any, many: bool
 ) -> None:
-    if not connection.get_execution_options().get(READ_ONLY):
-        return
-    if context.isinsert or context.isupdate or context.isdelete:
-        raise refusal("an INSERT, UPDATE or DELETE")
-    word = _first_word(statement)
-    if word in _WRITING:
-        raise refusal(f"a statement {word.upper()} ...")
+    dml = context.isinsert or context.isupdate or context.isdelete
+    _refuse_if_writing(connection, dml, statement)
 
 
 def _refuse_write_statements(
     connection: Connection, statement: Any, *args: Any, **kwargs: Any
 ) -> None:
+    text = statement if isinstance(statement, str) else getattr(statement, "text", None)
+    _refuse_if_writing(connection, getattr(statement, "is_dml", False), text)
+
+
+def _refuse_if_writing(connection: Connection, dml: bool, text: str | None) -> None:
+    """``ReadOnlyError`` for a DML statement, or SQL text starting with a writing keyword, on a
+    connection marked read-only."""
     if not connection.get_execution_options().get(READ_ONLY):
         return
-    if getattr(statement, "is_dml", False):
+    if dml:
         raise refusal("an INSERT, UPDATE or DELETE")
-    text = statement if isinstance(statement, str) else getattr(statement, "text", None)
-    if isinstance(text, str) and _first_word(text) in _WRITING:
-        raise refusal(f"a statement {_first_word(text).upper()} ...")
+    word = _first_word(text) if isinstance(text, str) else ""
+    if word in _WRITING:
+        raise refusal(f"a statement {word.upper()} ...")
 
 
 def _first_word(statement: str) -> str:

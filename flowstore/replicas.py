@@ -22,7 +22,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,9 +92,9 @@ class ReplicaSet:
 
     # -- the primary's side: what a read must see ------------------------------------------
 
-    def note_commit(self, session: Session) -> None:
-        """After ``session`` (a read-write unit of work's) committed: remember how far the
-        primary's WAL reached, for the reads that begin from now on."""
+    def note_commit(self) -> None:
+        """After a read-write unit of work committed: remember how far the primary's WAL
+        reached, for the reads that begin from now on."""
         if not self._positions:
             self._wrote = True
             return
@@ -151,17 +151,17 @@ class ReplicaSet:
     def _wait(self, connection: Connection, needed: float) -> bool:
         deadline, pause = time.monotonic() + self.max_lag, _FIRST_PAUSE
         while True:
-            if self._caught_up(self._probe(connection.exec_driver_sql), needed):
+            if self._caught_up(connection.exec_driver_sql(self._probe).one(), needed):
                 return True
             if time.monotonic() >= deadline:
                 return False
             time.sleep(pause)
             pause = min(pause * 2, _LONGEST_PAUSE)
 
-    def _probe(self, execute: Callable[[str], Any]) -> Any:
-        if self._positions:
-            return execute(_REPLICA_POSITION).one()
-        return execute("SELECT 1").one()
+    @property
+    def _probe(self) -> str:
+        """What a replica is asked: its replay position (PostgreSQL), else only that it answers."""
+        return _REPLICA_POSITION if self._positions else "SELECT 1"
 
     async def choose_async(self) -> Replica | None:
         """:meth:`choose` for the async face (each replica's ``bind`` an ``AsyncEngine``)."""
@@ -179,9 +179,8 @@ class ReplicaSet:
 
     async def _wait_async(self, connection: Any, needed: float) -> bool:
         deadline, pause = time.monotonic() + self.max_lag, _FIRST_PAUSE
-        query = _REPLICA_POSITION if self._positions else "SELECT 1"
         while True:
-            row = (await connection.exec_driver_sql(query)).one()
+            row = (await connection.exec_driver_sql(self._probe)).one()
             if self._caught_up(row, needed):
                 return True
             if time.monotonic() >= deadline:
@@ -214,7 +213,7 @@ def _note_commit(session: Session) -> None:
     found: ReplicaSet | None = session.info.get(REPLICAS)
     if found is None or session.info.get(READ_ONLY) or isinstance(session.bind, Connection):
         return  # no replicas; nothing written; a test's lent connection (flowstore.testing)
-    found.note_commit(session)
+    found.note_commit()
 
 
 def _first_line(error: BaseException) -> str:

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import Session, sessionmaker
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "FlowstoreSession",
     "SessionSource",
     "ShortTransactions",
+    "lent_connection",
     "session_factory",
 ]
 
@@ -39,6 +41,14 @@ def session_factory(bind: Engine | None = None, **options: Any) -> sessionmaker[
     readable after their unit of work ends)."""
     options.setdefault("expire_on_commit", False)
     return sessionmaker(bind, class_=FlowstoreSession, **options)
+
+
+def lent_connection(factory: Any) -> Any:
+    """The one connection a (sync or async) session factory is bound to meanwhile, or
+    ``None``: ``flowstore.testing`` binds a store's factory to the test's connection, so that
+    every session of the store is a savepoint in the test's transaction."""
+    bind = factory.kw.get("bind")
+    return bind if isinstance(bind, Connection | AsyncConnection) else None
 
 
 class SessionSource(Protocol):
@@ -71,10 +81,9 @@ class ShortTransactions:
 
     @property
     def lent_connection(self) -> Connection | None:
-        """The one connection the factory is bound to meanwhile (``flowstore.testing`` binds
-        it to the test's, so these transactions are savepoints in the test's), else ``None``."""
-        bind = self.factory.kw.get("bind")
-        return bind if isinstance(bind, Connection) else None
+        """The connection the factory is bound to meanwhile (see :func:`lent_connection`)."""
+        lent = lent_connection(self.factory)
+        return lent if isinstance(lent, Connection) else None
 
 
 class CallerSession:

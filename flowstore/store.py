@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, Self, cast, overload
 
-from sqlalchemy import URL, Connection, Engine, text
+from sqlalchemy import URL, Engine, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 from typing_extensions import TypeVar
@@ -32,7 +32,7 @@ from flowstore.recording import attach
 from flowstore.replicas import REPLICAS, Replica, ReplicaSet
 from flowstore.replicas import replica_urls as replica_urls_of
 from flowstore.repositories import RepositoryContext
-from flowstore.sessions import ShortTransactions, session_factory
+from flowstore.sessions import ShortTransactions, lent_connection, session_factory
 from flowstore.startup import report_configuration
 from flowstore.timeouts import check_timeout, prepare_engine, timeout_info
 from flowstore.uow import UnitOfWork
@@ -203,7 +203,7 @@ class Store(Generic[U]):
     def _read_only_session(self) -> Session:
         """A read-only unit of work's session, on the replica it reads from (or the primary)."""
         info = {READ_ONLY: True}
-        if isinstance(self.session_factory.kw.get("bind"), Connection):
+        if lent_connection(self.session_factory) is not None:
             return self.session_factory(info=info)  # a test's connection (flowstore.testing)
         replica = self.replicas.choose() if self.replicas is not None else None
         if replica is not None:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Generic, Self, overload
 
 from sqlalchemy import URL, text
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.util import greenlet_spawn
 from typing_extensions import TypeVar
 
@@ -34,7 +34,7 @@ from flowstore.recording import attach
 from flowstore.replicas import REPLICAS, Replica, ReplicaSet
 from flowstore.replicas import replica_urls as replica_urls_of
 from flowstore.repositories import RepositoryContext
-from flowstore.sessions import FlowstoreSession
+from flowstore.sessions import FlowstoreSession, lent_connection
 from flowstore.startup import report_configuration
 from flowstore.store import RETRYABLE_ERRORS, check_attempts
 from flowstore.timeouts import check_timeout, prepare_engine, timeout_info
@@ -361,8 +361,7 @@ class _ReadOnlySessions:
         store = self._store
         if store.is_memory:
             await store._ensure_schema()
-        bound = store.session_factory.kw.get("bind")
-        if isinstance(bound, AsyncConnection):
+        if lent_connection(store.session_factory) is not None:
             self._bind = None  # a test's connection (flowstore.testing): stay on it
             return
         replica = await store.replicas.choose_async() if store.replicas is not None else None
