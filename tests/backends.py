@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import URL, create_engine, make_url, text
@@ -39,6 +40,19 @@ def selected_backends() -> list[str]:
 
 def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def require(check: Callable[[], None], unavailable: type[Exception]) -> None:
+    """In a test: run ``check``; when it raises ``unavailable``, skip with its message, or
+    under ``CI=true`` fail (what a run needs must be there)."""
+    import pytest
+
+    try:
+        check()
+    except unavailable as exc:
+        if in_ci():
+            pytest.fail(f"CI=true and {exc}", pytrace=False)
+        pytest.skip(str(exc))
 
 
 @dataclass

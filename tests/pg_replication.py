@@ -88,16 +88,9 @@ def check_environment() -> None:
 
 def require_replication() -> None:
     """In a test: skip unless a pair can be built here; under ``CI=true`` fail instead."""
-    import pytest
+    from tests.backends import require
 
-    from tests.backends import in_ci
-
-    try:
-        check_environment()
-    except ReplicationUnavailable as exc:
-        if in_ci():
-            pytest.fail(f"CI=true and {exc}", pytrace=False)
-        pytest.skip(str(exc))
+    require(check_environment, ReplicationUnavailable)
 
 
 def run(args: Sequence[str], what: str, timeout: float = 120.0) -> str:

@@ -17,6 +17,8 @@ from typing import Self
 
 from sqlalchemy import URL, make_url
 
+from tests.faults.servers import free_port
+
 __all__ = ["PgBouncer", "PgBouncerUnavailable", "check_pgbouncer", "require_pgbouncer"]
 
 BINARY = "/usr/sbin/pgbouncer"
@@ -36,22 +38,9 @@ def check_pgbouncer() -> None:
 
 def require_pgbouncer() -> None:
     """In a test: skip unless PgBouncer can run here; under ``CI=true`` fail instead."""
-    import pytest
+    from tests.backends import require
 
-    from tests.backends import in_ci
-
-    try:
-        check_pgbouncer()
-    except PgBouncerUnavailable as exc:
-        if in_ci():
-            pytest.fail(f"CI=true and {exc}", pytrace=False)
-        pytest.skip(str(exc))
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    require(check_pgbouncer, PgBouncerUnavailable)
 
 
 class PgBouncer:
@@ -70,7 +59,7 @@ class PgBouncer:
         check_pgbouncer()
         self.folder = Path(tempfile.mkdtemp(prefix="flowstore-pgbouncer-"))
         shutil.chown(self.folder, "postgres", "postgres")
-        self.port = _free_port()
+        self.port = free_port()
         (self.folder / "userlist.txt").write_text('"postgres" ""\n')
         config = self.folder / "pgbouncer.ini"
         config.write_text(

@@ -126,7 +126,7 @@ def test_server_side_preparing_collides_behind_the_pooler(database: URL) -> None
                         uow.organizations.count()
 
 
-def test_a_worker_behind_the_pooler_listens_on_a_direct_connection(
+def test_a_worker_behind_the_pooler_takes_a_direct_listen_url_and_empties_its_queue(
     database: URL, url: str, tmp_path: Path
 ) -> None:
     with Store(url, settings=BEHIND_A_POOLER) as store:
