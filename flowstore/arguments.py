@@ -5,12 +5,25 @@ where it is given rather than when it is first used."""
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
+import re
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flowstore.errors import InvalidInputError
 
-__all__ = ["MAX_INT", "aware", "integer", "number", "optional_text", "text"]
+__all__ = [
+    "MAX_INT",
+    "age",
+    "aware",
+    "cutoff",
+    "integer",
+    "number",
+    "optional_text",
+    "text",
+]
+
+_AGE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 #: The largest value of a 32-bit signed integer column (priorities, attempts).
 MAX_INT = 2**31 - 1
@@ -56,3 +69,27 @@ def text(name: str, value: Any, *, max_length: int) -> str:
 def optional_text(name: str, value: Any, *, max_length: int) -> str | None:
     """``None``, or ``value`` as :func:`text` checks it."""
     return None if value is None else text(name, value, max_length=max_length)
+
+
+def age(option: str, value: str) -> timedelta:
+    """A command-line age (``30d``, ``12h``, ``90m``, ``45s``, ``2w``) as a ``timedelta``;
+    ``option`` names the flag in the error."""
+    found = _AGE.match(value or "")
+    if found is None:
+        raise InvalidInputError(
+            f"{option} takes a number and a unit (s, m, h, d, w), like 30d; got {value!r}"
+        )
+    return timedelta(**{_UNITS[found.group(2)]: int(found.group(1))})
+
+
+def cutoff(name: str, older_than: timedelta | datetime, now: datetime) -> datetime:
+    """The instant before which rows are ``older_than`` (an age before ``now``, or a time)."""
+    if isinstance(older_than, timedelta):
+        if older_than < timedelta(0):
+            raise InvalidInputError(f"{name} must not be negative")
+        return now - older_than
+    if isinstance(older_than, datetime):
+        if older_than.tzinfo is None:
+            raise InvalidInputError(f"{name} must be timezone-aware")
+        return older_than
+    raise InvalidInputError(f"{name} takes a timedelta or a datetime, got {older_than!r}")

@@ -7,11 +7,11 @@
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from datetime import timedelta
 from typing import Any
 
+from flowstore import arguments
 from flowstore.config import Settings
 from flowstore.engine import is_memory_sqlite, normalize_url
 from flowstore.errors import InvalidInputError
@@ -20,18 +20,10 @@ from flowstore.store import Store
 
 __all__ = ["add_commands", "parse_age"]
 
-_AGE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
 
 def parse_age(text: str) -> timedelta:
     """``30d``, ``12h``, ``90m``, ``45s`` or ``2w`` as a ``timedelta``."""
-    found = _AGE.match(text or "")
-    if found is None:
-        raise InvalidInputError(
-            f"--older-than takes a number and a unit (s, m, h, d, w), like 30d; got {text!r}"
-        )
-    return timedelta(**{_UNITS[found.group(2)]: int(found.group(1))})
+    return arguments.age("--older-than", text)
 
 
 def _store(args: argparse.Namespace) -> Store:

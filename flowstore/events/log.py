@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, delete, func, select
 from sqlalchemy.orm import Session
 
+from flowstore import arguments
 from flowstore.errors import InvalidInputError, TenantScopeError, translating
 from flowstore.events.capture import pending, recording
 from flowstore.events.writer import json_safe
@@ -98,15 +99,7 @@ def prune_batch_statement(connection: Connection, before: datetime) -> Any:
 
 def cutoff(older_than: timedelta | datetime) -> datetime:
     """The creation time before which ``older_than`` (an age, or a time) prunes events."""
-    if isinstance(older_than, timedelta):
-        if older_than < timedelta(0):
-            raise InvalidInputError("older_than must not be negative")
-        return utcnow() - older_than
-    if isinstance(older_than, datetime):
-        if older_than.tzinfo is None:
-            raise InvalidInputError("older_than must be timezone-aware")
-        return older_than
-    raise InvalidInputError(f"older_than takes a timedelta or a datetime, got {older_than!r}")
+    return arguments.cutoff("older_than", older_than, utcnow())
 
 
 class EventLog:
