@@ -28,6 +28,7 @@ from flowstore.cli_db import (
     migration_state,
     require_migrated,
 )
+from flowstore.cli_history import add_history_commands
 from flowstore.cli_queue import add_queue_commands
 from flowstore.cli_store import (
     EXIT_FAILURE,
@@ -161,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     db.set_defaults(command=lambda _args: _usage(db))
     db_commands = db.add_subparsers(title="db commands", metavar="ACTION")
     add_db_commands(db_commands)
+    add_history_commands(db_commands)
 
     add_command(commands, "ping", cmd_ping, "check that the database answers")
     stats = add_command(

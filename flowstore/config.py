@@ -66,6 +66,12 @@ class Settings(BaseSettings):
         description="let psycopg prepare statements it runs often, on the server (PostgreSQL); "
         "false behind PgBouncer in transaction pooling (docs/scaling.md)",
     )
+    partitions_ahead: int = Field(
+        default=3,
+        ge=0,
+        description="months of partitions `flowstore db maintain` and the worker keep ready "
+        "ahead of the current one, for partitioned history tables (PostgreSQL; docs/scaling.md)",
+    )
     network_timeout: float = Field(
         default=30.0,
         gt=0,

@@ -208,6 +208,11 @@ def translate(exc: BaseException) -> FlowstoreError:
     if isinstance(exc, sa_exc.IntegrityError):
         if _is_unique_violation(exc.orig):
             return AlreadyExistsError(f"duplicate key: {_orig_message(exc)}")
+        if "no partition of relation" in str(exc.orig):  # a month not created yet
+            return InvalidInputError(
+                f"{_orig_message(exc)}: no partition holds the row's created_at; "
+                "`flowstore db maintain` creates the months ahead (docs/scaling.md)"
+            )
         return InvalidInputError(f"constraint violated: {_orig_message(exc)}")
     if isinstance(exc, sa_exc.DBAPIError):
         earlier = getattr(exc.orig, "__context__", None) or exc.__context__

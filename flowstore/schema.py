@@ -35,6 +35,7 @@ from sqlalchemy import Connection, Dialect, Engine
 
 from flowstore.errors import InvalidInputError
 from flowstore.models import Base
+from flowstore.partitions import is_partition_name
 from flowstore.service_migrations import MigrationsDir, ServiceTree
 
 __all__ = [
@@ -234,6 +235,8 @@ def include_object_for(dialect_name: str) -> Callable[..., bool]:
     def include_object(
         obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
     ) -> bool:
+        if reflected and type_ == "table" and is_partition_name(name):
+            return False  # a month of a partitioned history table: the models hold its parent
         condition = getattr(obj, "_ddl_if", None)
         wanted = getattr(condition, "dialect", None)
         if reflected or wanted is None:

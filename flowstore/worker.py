@@ -31,9 +31,11 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
-from flowstore.errors import FlowstoreError, InvalidInputError
+from flowstore.errors import FlowstoreError, InvalidInputError, translating
 from flowstore.models.enums import JobStatus
 from flowstore.models.job import Job
+from flowstore.models.types import utcnow
+from flowstore.partitions import ensure_partitions
 from flowstore.queue import JobQueue, default_worker_id
 from flowstore.queue.wakeup import Wakeup
 from flowstore.settling import TRANSIENT, HeldJobs, settle
@@ -42,6 +44,10 @@ from flowstore.store import Store
 __all__ = ["Handler", "resolve_handler", "run_worker"]
 
 log = logging.getLogger("flowstore.worker")
+
+#: Seconds between a worker process's checks that the partitioned history tables have their
+#: months ahead (PostgreSQL; the first check is at start).
+PARTITION_CHECK_INTERVAL = 3600.0
 
 #: What a worker runs per job: a callable taking the claimed ``Job``.
 Handler = Callable[[Job], Any]
@@ -109,6 +115,7 @@ class _Worker:
         self.held = HeldJobs()
         self.wakeup = Wakeup(store.engine, queue, stop, listen=listen, listen_url=listen_url)
         self._schedules_due_at = 0.0  # time.monotonic() of the next enqueue_scheduled
+        self._partitions_due_at = 0.0  # ... and of the next check of the history's months
 
     def queue(self, worker_id: str) -> JobQueue:
         return JobQueue(
@@ -125,6 +132,7 @@ class _Worker:
     def _loop(self, queue: JobQueue) -> None:
         while not self.stop.is_set():
             self._enqueue_scheduled(queue)
+            self._maintain_partitions()
             want = self._quota()
             if want == 0:
                 self.stop.set()
@@ -173,6 +181,27 @@ class _Worker:
             return
         if made:
             log.info("queue %r: enqueued %d periodic job(s)", self.queue_name, made)
+
+    def _maintain_partitions(self) -> None:
+        """Create the coming months' partitions of partitioned history tables (as ``flowstore
+        db maintain`` does), at start and then once an hour for the whole process."""
+        engine = self.store.engine
+        if engine.dialect.name != "postgresql":
+            return
+        now = time.monotonic()
+        with self._lock:
+            if now < self._partitions_due_at:
+                return
+            self._partitions_due_at = now + PARTITION_CHECK_INTERVAL
+        ahead = self.store.settings.partitions_ahead
+        try:
+            with translating(), engine.begin() as conn:
+                created = ensure_partitions(conn, now=utcnow(), months_ahead=ahead)
+        except FlowstoreError as exc:
+            log.warning("could not create the history tables' partitions ahead: %s", exc)
+            return
+        if created:
+            log.info("created partition(s) %s", ", ".join(created))
 
     def _quota(self) -> int:
         """How many jobs to claim next: the batch, or what is left of ``max_jobs``."""

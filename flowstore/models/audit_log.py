@@ -1,8 +1,10 @@
 """The append-only audit trail.
 
 Ids in an audit row are plain columns, not foreign keys: the trail outlives what it describes.
-The database refuses UPDATE and DELETE of audit rows with triggers: migration 0003 creates them,
-and the DDL below creates the same ones when the schema comes from ``create_all`` (in-memory).
+The database refuses UPDATE and DELETE of audit rows with triggers: migrations 0003 and 0009
+create them, and the DDL below creates the same ones when the schema comes from ``create_all``
+(in-memory). Only retention (``flowstore db prune``) deletes, and only rows older than its
+cutoff.
 """
 
 from __future__ import annotations
@@ -36,27 +38,48 @@ class AuditLog(Entity):
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 
-_VERBS = ("UPDATE", "DELETE")
-_MYSQL_DDL = tuple(
-    f"CREATE TRIGGER audit_logs_no_{verb.lower()} BEFORE {verb} ON audit_logs FOR EACH ROW "
-    f"SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'audit_logs is append-only, {verb} refused'"
-    for verb in _VERBS
+#: Retention's way past the triggers (``flowstore.retention``): a DELETE of a row older than
+#: this instant, set for one transaction (PostgreSQL: ``set_config(..., true)``) or one
+#: connection (MySQL/MariaDB: a user variable), is let through; every other UPDATE or DELETE
+#: is refused. On SQLite, whose triggers read no variables, retention drops and recreates the
+#: DELETE trigger inside its own write transaction, which no other connection sees.
+RETENTION_SETTING = "flowstore.audit_retention_before"
+RETENTION_VARIABLE = "@flowstore_audit_retention_before"
+
+POSTGRESQL_APPEND_ONLY_FUNCTION = (
+    "CREATE OR REPLACE FUNCTION flowstore_audit_logs_append_only() RETURNS trigger "
+    "LANGUAGE plpgsql AS $$ BEGIN "
+    "IF TG_OP = 'DELETE' AND OLD.created_at < "
+    f"NULLIF(current_setting('{RETENTION_SETTING}', true), '')::timestamptz THEN RETURN OLD; "
+    "END IF; RAISE EXCEPTION USING "
+    "MESSAGE = 'audit_logs is append-only, ' || TG_OP || ' refused', "
+    "ERRCODE = 'restrict_violation'; END $$"
+)
+POSTGRESQL_APPEND_ONLY_TRIGGER = (
+    "CREATE TRIGGER audit_logs_append_only BEFORE UPDATE OR DELETE ON audit_logs "
+    "FOR EACH ROW EXECUTE FUNCTION flowstore_audit_logs_append_only()"
+)
+_MYSQL_DDL = (
+    "CREATE TRIGGER audit_logs_no_update BEFORE UPDATE ON audit_logs FOR EACH ROW "
+    "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'audit_logs is append-only, UPDATE refused'",
+    "CREATE TRIGGER audit_logs_no_delete BEFORE DELETE ON audit_logs FOR EACH ROW BEGIN "
+    f"IF {RETENTION_VARIABLE} IS NULL "
+    f"OR OLD.created_at >= CAST({RETENTION_VARIABLE} AS DATETIME(6)) THEN "
+    "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'audit_logs is append-only, DELETE refused'; "
+    "END IF; END",
+)
+SQLITE_NO_DELETE_TRIGGER = (
+    "CREATE TRIGGER audit_logs_no_delete BEFORE DELETE ON audit_logs "
+    "BEGIN SELECT RAISE(ABORT, 'audit_logs is append-only, DELETE refused'); END"
 )
 _APPEND_ONLY_DDL: dict[str, tuple[str, ...]] = {
-    "postgresql": (
-        "CREATE OR REPLACE FUNCTION flowstore_audit_logs_append_only() RETURNS trigger "
-        "LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION USING "
-        "MESSAGE = 'audit_logs is append-only, ' || TG_OP || ' refused', "
-        "ERRCODE = 'restrict_violation'; END $$",
-        "CREATE TRIGGER audit_logs_append_only BEFORE UPDATE OR DELETE ON audit_logs "
-        "FOR EACH ROW EXECUTE FUNCTION flowstore_audit_logs_append_only()",
-    ),
+    "postgresql": (POSTGRESQL_APPEND_ONLY_FUNCTION, POSTGRESQL_APPEND_ONLY_TRIGGER),
     "mysql": _MYSQL_DDL,
     "mariadb": _MYSQL_DDL,
-    "sqlite": tuple(
-        f"CREATE TRIGGER audit_logs_no_{verb.lower()} BEFORE {verb} ON audit_logs "
-        f"BEGIN SELECT RAISE(ABORT, 'audit_logs is append-only, {verb} refused'); END"
-        for verb in _VERBS
+    "sqlite": (
+        "CREATE TRIGGER audit_logs_no_update BEFORE UPDATE ON audit_logs "
+        "BEGIN SELECT RAISE(ABORT, 'audit_logs is append-only, UPDATE refused'); END",
+        SQLITE_NO_DELETE_TRIGGER,
     ),
 }
 for _dialect, _statements in _APPEND_ONLY_DDL.items():
