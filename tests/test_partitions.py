@@ -294,3 +294,33 @@ def test_partitioning_a_table_keeps_a_million_rows(request: pytest.FixtureReques
         assert done is not None and done.rows == 1_000_000
         assert len(done.partitions) >= 12  # 30 million seconds back: about a year of months
         assert _fingerprint(store, "audit_logs") == before
+
+
+def test_the_write_paths_fill_a_partitioned_table(history: Store) -> None:
+    """The AuditWriter (COPY on PostgreSQL), add_many's bulk INSERT and a flush all write
+    into the partitioned parent, each row into its month."""
+    _partition(history)
+    with history.unit_of_work() as uow:
+        writer = uow.audit_logs.writer()
+    ids = [writer.write({"org_id": ORG, "action": "w", "resource_type": "r"}) for _ in range(50)]
+    writer.close(timeout=30)
+    with history.unit_of_work() as uow:
+        uow.inference_requests.add_many(
+            [
+                InferenceRequest(org_id=ORG, application_id=ORG, model="b", created_at=_month(n))
+                for n in (-1, 0, 1)
+            ]
+        )
+        uow.commit()
+    with history.engine.connect() as conn:
+        written = conn.execute(
+            text(f"SELECT count(*) FROM audit_logs_p{THIS_MONTH:%Y%m} WHERE action = 'w'")
+        ).scalar_one()
+        months = conn.execute(
+            text(
+                "SELECT tableoid::regclass::text FROM inference_requests WHERE model = 'b' "
+                "ORDER BY created_at"
+            )
+        ).scalars()
+        assert list(months) == [f"inference_requests_p{_month(n):%Y%m}" for n in (-1, 0, 1)]
+    assert written == len(set(ids)) == 50
