@@ -74,17 +74,20 @@ class PgBouncer:
             f"pool_mode = {self.pool_mode}\n"
             f"default_pool_size = {self.pool_size}\n"
             "max_client_conn = 1000\n"
-            f"logfile = {self.folder / 'pgbouncer.log'}\n"
         )
         for path in self.folder.iterdir():
             shutil.chown(path, "postgres", "postgres")
-        self._process = subprocess.Popen(
-            [BINARY, str(config)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            user="postgres",  # it refuses to run as root
-            group="postgres",
-        )
+        # PgBouncer logs every connection to stderr: a pipe nobody reads fills up after a few
+        # hundred tests and stops it mid-run, so its stderr is the log file
+        log = self.folder / "pgbouncer.log"
+        with log.open("wb") as sink:
+            self._process = subprocess.Popen(
+                [BINARY, str(config)],
+                stdout=subprocess.DEVNULL,
+                stderr=sink,
+                user="postgres",  # it refuses to run as root
+                group="postgres",
+            )
         deadline = time.monotonic() + 15
         while True:
             try:
@@ -92,9 +95,9 @@ class PgBouncer:
                 return self
             except OSError:
                 if self._process.poll() is not None or time.monotonic() > deadline:
-                    error = self._process.stderr.read() if self._process.stderr else b""
+                    error = log.read_text(errors="replace")
                     self.__exit__(None, None, None)
-                    raise RuntimeError(f"pgbouncer did not start: {error.decode()}") from None
+                    raise RuntimeError(f"pgbouncer did not start: {error}") from None
                 time.sleep(0.05)
 
     def url(self, database: str) -> URL:
