@@ -19,9 +19,18 @@ from sqlalchemy import URL, make_url
 
 from tests.faults.servers import free_port
 
-__all__ = ["PgBouncer", "PgBouncerUnavailable", "check_pgbouncer", "require_pgbouncer"]
+__all__ = [
+    "PgBouncer",
+    "PgBouncerUnavailable",
+    "behind_pgbouncer",
+    "check_pgbouncer",
+    "direct",
+    "require_pgbouncer",
+]
 
 BINARY = "/usr/sbin/pgbouncer"
+#: Set by ``main`` for the command it runs: the PostgreSQL server the PgBouncer is in front of.
+UPSTREAM_ENV = "FLOWSTORE_TEST_PGBOUNCER_UPSTREAM"
 
 
 class PgBouncerUnavailable(RuntimeError):
@@ -41,6 +50,21 @@ def require_pgbouncer() -> None:
     from tests.backends import require
 
     require(check_pgbouncer, PgBouncerUnavailable)
+
+
+def behind_pgbouncer() -> bool:
+    """Whether the suite's PostgreSQL is reached through ``python -m tests.pgbouncer``'s."""
+    return bool(os.environ.get(UPSTREAM_ENV))
+
+
+def direct(url: URL) -> URL:
+    """``url``'s database on the PostgreSQL server itself, past the suite's PgBouncer (when
+    there is one): for what a transaction pooler cannot carry, such as a LISTEN."""
+    upstream = os.environ.get(UPSTREAM_ENV)
+    if not upstream:
+        return url
+    server = make_url(upstream)
+    return url.set(host=server.host, port=server.port)
 
 
 class PgBouncer:
@@ -126,7 +150,8 @@ class PgBouncer:
 def main(argv: list[str]) -> int:
     """``python -m tests.pgbouncer COMMAND...``: run COMMAND with the suite's PostgreSQL behind
     a PgBouncer in transaction pooling (``FLOWSTORE_TEST_POSTGRES_URL`` through it, and
-    ``FLOWSTORE_PREPARED_STATEMENTS=false``); its exit code."""
+    ``FLOWSTORE_PREPARED_STATEMENTS=false``, and the server itself in ``UPSTREAM_ENV``); its
+    exit code."""
     from tests.backends import ADMIN_URLS
 
     admin = make_url(ADMIN_URLS["postgresql"])
@@ -135,6 +160,7 @@ def main(argv: list[str]) -> int:
         through = bouncer.url(str(admin.database)).render_as_string(hide_password=False)
         env["FLOWSTORE_TEST_POSTGRES_URL"] = through
         env["FLOWSTORE_PREPARED_STATEMENTS"] = "false"
+        env[UPSTREAM_ENV] = admin.render_as_string(hide_password=False)
         print(f"PostgreSQL through PgBouncer (transaction pooling) at {through}", flush=True)
         return subprocess.run(argv, env=env, check=False).returncode
 

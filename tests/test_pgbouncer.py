@@ -21,7 +21,7 @@ from flowstore.aio import AsyncStore
 from flowstore.models import Deployment, JobStatus, Organization
 from tests.backends import selected_backends
 from tests.conftest import server_database
-from tests.pgbouncer import PgBouncer, require_pgbouncer
+from tests.pgbouncer import PgBouncer, direct, require_pgbouncer
 from tests.test_cli import HANDLER_MODULE, assert_ok, cli_env, run_cli
 from tests.test_timeouts import SLOW
 
@@ -30,16 +30,20 @@ pytestmark = pytest.mark.skipif(
 )
 
 BEHIND_A_POOLER = Settings(prepared_statements=False, pool_size=4)
+#: psycopg's server-side preparing, whatever FLOWSTORE_PREPARED_STATEMENTS says (``make
+#: test-pgbouncer`` turns it off for the whole run)
+PREPARING = Settings(prepared_statements=True)
 
 
 @pytest.fixture(scope="module")
 def database(request: pytest.FixtureRequest) -> URL:
-    """A migrated throwaway database on the main server (its direct URL)."""
+    """A migrated throwaway database on the main server (its direct URL, also when the suite
+    itself runs through a PgBouncer: these tests put one of their own in front of it)."""
     require_pgbouncer()
-    made = server_database(request, "postgresql", "bouncer")
-    with Store(made.url) as direct:
-        direct.upgrade()
-    return made.url
+    made = direct(server_database(request, "postgresql", "bouncer").url)
+    with Store(made) as store:
+        store.upgrade()
+    return made
 
 
 @pytest.fixture(scope="module")
@@ -108,8 +112,8 @@ def test_server_side_preparing_collides_behind_the_pooler(database: URL) -> None
     with PgBouncer(database, pool_size=1) as single:
         through = single.url(str(database.database)).render_as_string(hide_password=False)
         with (
-            Store(through) as first,
-            Store(through) as second,
+            Store(through, settings=PREPARING) as first,
+            Store(through, settings=PREPARING) as second,
             pytest.raises(FlowstoreError, match="prepared statement"),
         ):
             for store in (first, second):
@@ -132,10 +136,10 @@ def test_a_worker_behind_the_pooler_takes_a_direct_listen_url_and_empties_its_qu
     with Store(url, settings=BEHIND_A_POOLER) as store:
         ids = [store.queue("mail").enqueue({"n": n}) for n in range(3)]
     (tmp_path / "demo_handlers.py").write_text(HANDLER_MODULE)
-    direct = database.render_as_string(hide_password=False)
+    listen_url = database.render_as_string(hide_password=False)
     result = run_cli(
         "worker", "--queue", "mail", "--handler", "demo_handlers:handle", "--until-empty",
-        "--url", url, "--listen-url", direct,
+        "--url", url, "--listen-url", listen_url,
         env=cli_env(FLOWSTORE_PREPARED_STATEMENTS="false"), cwd=tmp_path,
     )  # fmt: skip
     assert_ok(result)

@@ -21,6 +21,7 @@ from flowstore import AlreadyExistsError, InvalidInputError, NotFoundError, Stor
 from flowstore.models import Job, JobSchedule, JobStatus
 from flowstore.queue import JobQueue, Tasks, queue_status
 from flowstore.worker import run_worker
+from tests.pgbouncer import behind_pgbouncer, direct
 
 T = TypeVar("T")
 
@@ -371,12 +372,20 @@ def _said(caplog: pytest.LogCaptureFixture, words: str) -> int:
     return sum(words in record.getMessage() for record in caplog.records)
 
 
+def _listen_url(store: Store) -> str | None:
+    """Behind the suite's PgBouncer, the server itself, as flowstore.queue.wakeup advises: a
+    transaction pooler hands the LISTEN's server connection to others."""
+    if store.dialect != "postgresql" or not behind_pgbouncer():
+        return None
+    return direct(store.url).render_as_string(hide_password=False)
+
+
 def _worker_thread(store: Store, queue: str, poll: float) -> tuple[threading.Thread, Any, Any]:
     stop, ran = threading.Event(), threading.Event()
     thread = threading.Thread(
         target=run_worker,
         args=(store, queue, lambda job: ran.set()),
-        kwargs={"poll_interval": poll, "stop_event": stop},
+        kwargs={"poll_interval": poll, "stop_event": stop, "listen_url": _listen_url(store)},
         daemon=True,
     )
     thread.start()
