@@ -20,17 +20,24 @@ from sqlalchemy import URL, make_url
 from tests.faults.servers import free_port
 
 __all__ = [
+    "DROP_HIDDEN",
     "PgBouncer",
     "PgBouncerUnavailable",
     "behind_pgbouncer",
     "check_pgbouncer",
     "direct",
     "require_pgbouncer",
+    "skip_behind_pgbouncer",
 ]
 
 BINARY = "/usr/sbin/pgbouncer"
 #: Set by ``main`` for the command it runs: the PostgreSQL server the PgBouncer is in front of.
 UPSTREAM_ENV = "FLOWSTORE_TEST_PGBOUNCER_UPSTREAM"
+#: Why a test of a connection the server drops cannot run behind a transaction pooler.
+DROP_HIDDEN = (
+    "the server drops its connection to PgBouncer, which gives the next transaction another "
+    "one: the client's connection never drops"
+)
 
 
 class PgBouncerUnavailable(RuntimeError):
@@ -65,6 +72,15 @@ def direct(url: URL) -> URL:
         return url
     server = make_url(upstream)
     return url.set(host=server.host, port=server.port)
+
+
+def skip_behind_pgbouncer(backend: str, why: str) -> None:
+    """In a test on ``backend``: skip it, for ``why``, when that is PostgreSQL through the
+    suite's PgBouncer (what it checks does not exist behind a transaction pooler)."""
+    import pytest
+
+    if backend == "postgresql" and behind_pgbouncer():
+        pytest.skip(f"behind PgBouncer in transaction pooling: {why}")
 
 
 class PgBouncer:

@@ -26,6 +26,7 @@ from flowstore.errors import TransactionFailedError
 from flowstore.models import Template
 from tests.backends import ADMIN_URLS, SERVER_BACKENDS
 from tests.conftest import BACKENDS
+from tests.pgbouncer import DROP_HIDDEN, skip_behind_pgbouncer
 
 SECRET = "S3cret-pw_4711"
 DRIVER_SCHEMES = {"postgresql": "postgresql", "mysql": "mysql"}
@@ -287,6 +288,7 @@ def test_a_dropped_idle_connection_is_replaced_by_pre_ping(backend: str, databas
 def test_without_pre_ping_the_drop_fails_one_unit_of_work_then_recovers(
     backend: str, database_url: URL
 ) -> None:
+    skip_behind_pgbouncer(backend, DROP_HIDDEN)
     settings = Settings(pool_size=1, max_overflow=0, pool_pre_ping=False)
     with Store(database_url, settings=settings) as store:
         first = _session_id(store)
@@ -320,6 +322,7 @@ def test_the_callers_connect_args_add_to_flowstores(
 ) -> None:
     """``connect_args={"options": ...}`` used to replace flowstore's: the application name,
     the connect timeout and, on MySQL, the session's UTC time zone were gone."""
+    skip_behind_pgbouncer(backend, "PgBouncer refuses the `options` startup parameter")
     if backend == "postgresql":
         extra = {"options": "-c statement_timeout=4321"}
     else:

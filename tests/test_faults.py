@@ -36,6 +36,7 @@ from flowstore.queue import JobQueue, QueueCore
 from flowstore.uow import UnitOfWork
 from flowstore.worker import run_worker
 from tests.backends import ADMIN_URLS, SERVER_BACKENDS
+from tests.pgbouncer import DROP_HIDDEN, skip_behind_pgbouncer
 
 
 def _slug(label: str) -> str:
@@ -134,6 +135,7 @@ def test_without_pre_ping_one_unit_of_work_fails_then_the_pool_recovers(
     server: tuple[str, Store, Engine],
 ) -> None:
     backend, store, admin = server
+    skip_behind_pgbouncer(backend, DROP_HIDDEN)
     with Store(store.url, pool_pre_ping=False) as unpinged:
         with unpinged.unit_of_work() as uow:
             pooled = _connection_id(uow, backend)
@@ -150,6 +152,7 @@ def test_without_pre_ping_one_unit_of_work_fails_then_the_pool_recovers(
 @pytest.fixture
 def read_only(backend: str, server_stores: dict[str, Store], tmp_path: Path) -> Iterator[Store]:
     """A store whose database refuses writes, with one organization in it."""
+    skip_behind_pgbouncer(backend, "PgBouncer refuses the `options` startup parameter")
     slug = _slug("existing")
     if backend in SERVER_BACKENDS:
         writable = server_stores[backend]

@@ -12,6 +12,7 @@ from sqlalchemy import text
 
 from flowstore import Settings, Store
 from tests.conftest import BACKENDS, server_database
+from tests.pgbouncer import DROP_HIDDEN, skip_behind_pgbouncer
 
 SERVERS = [b for b in ("postgresql", "mysql") if b in BACKENDS]
 
@@ -81,6 +82,7 @@ def test_pre_ping_off_never_pings(url: str, monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_an_idle_connection_the_server_dropped_is_replaced(url: str) -> None:
     with Store(url, settings=Settings(pool_pre_ping_idle=0.2, pool_size=1)) as store:
+        skip_behind_pgbouncer(store.dialect, DROP_HIDDEN)
         victim = _backend_id(store)
         with Store(url) as admin, admin.unit_of_work() as uow:
             if store.dialect == "postgresql":
