@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 MIN_VENV := .venv-min
 MIN_PINS := 'sqlalchemy[asyncio]==2.0.36' 'alembic==1.14.0'
 
-.PHONY: run test test-sqlite test-min test-faults test-pgbouncer lint typecheck migrate bench bench-replicas clean
+.PHONY: run test test-sqlite test-min test-faults test-pgbouncer lint typecheck migrate bench bench-replicas bench-retention clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -56,6 +56,9 @@ bench: $(STAMP)  ## pgqueuer (the bench extra) runs beside flowstore's queue
 
 bench-replicas: $(STAMP)  ## read replicas on a streaming pair of its own (root; docs/scaling.md)
 	PYTHONPATH=. $(BIN)/python scripts/bench_replicas.py $(BENCH_ARGS)
+
+bench-retention: $(STAMP)  ## a month of history dropped against DELETE (PostgreSQL; docs/scaling.md)
+	$(BIN)/python scripts/bench_retention.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(MIN_VENV) build dist *.egg-info .mypy_cache .ruff_cache
