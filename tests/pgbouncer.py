@@ -79,6 +79,7 @@ def skip_behind_pgbouncer(backend: str, why: str) -> None:
     suite's PgBouncer (what it checks does not exist behind a transaction pooler)."""
     import pytest
 
+    __tracebackhide__ = True  # the skip is reported at the test's line, not this one
     if backend == "postgresql" and behind_pgbouncer():
         pytest.skip(f"behind PgBouncer in transaction pooling: {why}")
 
