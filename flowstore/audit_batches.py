@@ -3,7 +3,7 @@ long it keeps trying across an outage.
 
 A batch goes in one transaction: ``COPY`` on PostgreSQL with psycopg; elsewhere one
 executemany of ready driver tuples (the columns' own bind processors applied by position, see
-``flowstore.driver``), or Core's INSERT for a driver that takes only named parameters.
+``flowstore.writes.send``), or Core's INSERT for a driver that takes only named parameters.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from typing import Any
 from sqlalchemy import Dialect, Engine, insert, select
 
 from flowstore.audit_entries import COLUMNS, CORE_TABLE, INDEX, TABLE, TWINS, Row
-from flowstore.driver import (
+from flowstore.errors import FlowstoreError
+from flowstore.writes.send import (
     Processors,
     bind_processors,
     copy_rows,
@@ -23,7 +24,6 @@ from flowstore.driver import (
     positional_insert,
     process_columns,
 )
-from flowstore.errors import FlowstoreError
 
 __all__ = ["AuditBatches", "OutageBudget"]
 

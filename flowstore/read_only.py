@@ -63,7 +63,7 @@ def read_only_engine(engine: Engine) -> Engine:
     """``engine`` for read-only units of work: the same pool, its connections marked (and
     ``READ ONLY`` on PostgreSQL), every statement they send checked. The check listens on the
     returned engine alone: ``engine``'s other connections stay unwatched (``add_many``'s
-    ``COPY`` needs that, ``flowstore.driver.quiet``)."""
+    ``COPY`` needs that, ``flowstore.writes.send.quiet``)."""
     guarded = engine.execution_options(**_options(engine))
     event.listen(guarded, "before_cursor_execute", _refuse_writes)
     return guarded

@@ -1,4 +1,5 @@
-"""The few SQLAlchemy details flowstore needs that have no public name, fenced in one place.
+"""The few SQLAlchemy details flowstore reads that have no public name, fenced in one place
+(the ORM internals the fast write path sets are fenced in ``flowstore.writes.attach``).
 
 Each has a safe answer when a SQLAlchemy release changes it: callers fail closed (a tenant
 check refuses what it cannot read) or take a public route. ``tests/test_sa_contract.py``
@@ -12,15 +13,11 @@ from collections.abc import Awaitable, Mapping
 from typing import Any, TypeVar
 
 import sqlalchemy
-from sqlalchemy.orm import Session
-from sqlalchemy.orm.state import InstanceState
 
 __all__ = [
-    "CAN_REGISTER_INSERTED",
     "SA_VERSION",
     "await_in_greenlet",
     "is_orm_annotated",
-    "register_inserted",
     "update_set_keys",
 ]
 
@@ -74,42 +71,6 @@ def is_orm_annotated(element: Any) -> bool:
     ``parententity`` annotation in ``_annotations``; without it, an element counts as plain."""
     annotations = getattr(element, "_annotations", None)
     return isinstance(annotations, Mapping) and "parententity" in annotations
-
-
-#: Whether :func:`register_inserted` can work on this release (the ORM internals it sets, as
-#: SQLAlchemy 2.0 and 2.1 name them). Without them ``add_many`` takes the ordinary flush.
-CAN_REGISTER_INSERTED = hasattr(Session, "_autobegin_t") and callable(
-    getattr(InstanceState, "_commit_all_states", None)
-)
-
-
-def register_inserted(
-    session: Session,
-    identity_class: type[Any],
-    primary_key: tuple[str, ...],
-    states: list[Any],
-    dicts: list[dict[str, Any]],
-) -> None:
-    """Make ``states`` (new objects whose rows were just inserted, ``dicts`` their values)
-    persistent in ``session`` as a flush does (``Session._save_impl`` then
-    ``_register_persistent``), in one pass: attached, in the identity map, unmodified, and
-    recorded in the transaction, so that a rollback turns them back into transient objects.
-    It fires none of the lifecycle events a flush would (``add_many`` checks that none listen).
-    Measured by ``scripts/bench_bulk_fallback.py``: ``add_many`` of 5,000 deployments on
-    SQLite took 67 µs per object with it and 126 µs by the flush fallback (1.9x). Call it
-    only when :data:`CAN_REGISTER_INSERTED`."""
-    transaction = session._autobegin_t()
-    created = transaction._new
-    identity_map = session.identity_map
-    hash_key = session.hash_key
-    single = primary_key[0] if len(primary_key) == 1 else None
-    for state, values in zip(states, dicts, strict=True):
-        ident = (values[single],) if single else tuple(values[key] for key in primary_key)
-        state.session_id = hash_key
-        state.key = (identity_class, ident, None)
-        identity_map.replace(state)
-        created[state] = True
-    InstanceState._commit_all_states(zip(states, dicts, strict=True), identity_map)
 
 
 _MISSING: Any = object()

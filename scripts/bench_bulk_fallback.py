@@ -1,6 +1,7 @@
-"""What the fenced ORM internals (flowstore.sa_compat.register_inserted) are worth:
+"""What the fenced ORM internals (flowstore.writes.attach.register_inserted) are worth:
 ``add_many`` of a batch of deployments with them, and with the public fallback (the ordinary
-flush) that a SQLAlchemy release without them would get. Median of five runs, in-memory SQLite.
+flush) that a SQLAlchemy release on which the attach probe fails gets. Median of five runs,
+in-memory SQLite.
 
     python scripts/bench_bulk_fallback.py [BATCH]
 """
@@ -11,9 +12,9 @@ import statistics
 import sys
 import time
 
-import flowstore.repositories.bulk as bulk
 from flowstore import Store
 from flowstore.models import Deployment
+from flowstore.writes import attach
 
 
 def per_object(batch: int, runs: int = 5) -> float:
@@ -32,7 +33,7 @@ def per_object(batch: int, runs: int = 5) -> float:
 def main() -> None:
     batch = int(sys.argv[1]) if len(sys.argv) > 1 else 5000
     fenced = per_object(batch)
-    vars(bulk)["CAN_REGISTER_INSERTED"] = False  # as on a release without the internals
+    vars(attach)["private_route"] = lambda: False  # as when the probe fails
     fallback = per_object(batch)
     print(
         f"add_many of {batch}: {fenced:.1f} us/object with register_inserted, "

@@ -57,9 +57,11 @@ from flowstore.models import (
 )
 from flowstore.models.base import Money
 from flowstore.repositories import bulk
-from flowstore.repositories.bulk import _plan, insert_many
+from flowstore.repositories.bulk import insert_many
 from flowstore.testing import factories
 from flowstore.testing.factories import DeploymentFactory, using_session
+from flowstore.writes.plan import plan_for
+from flowstore.writes.send import driver_insert
 
 
 def deployments(n: int, prefix: str = "svc") -> list[Deployment]:
@@ -313,9 +315,9 @@ def test_models_whose_attributes_and_columns_differ_take_the_flush() -> None:
         id: Mapped[int] = mapped_column(primary_key=True)
         label: Mapped[str] = mapped_column(String(20))
 
-    assert _plan(Renamed) is None  # the objects' dicts could not be the INSERT parameters
-    assert _plan(Plain) is not None
-    assert _plan(Deployment) is not None
+    assert plan_for(Renamed) is None  # the objects' dicts could not be the INSERT parameters
+    assert plan_for(Plain) is not None
+    assert plan_for(Deployment) is not None
 
 
 def test_a_copied_default_follows_the_column_it_repeats() -> None:
@@ -343,10 +345,10 @@ def test_a_copied_default_follows_the_column_it_repeats() -> None:
         id: Mapped[int] = mapped_column(primary_key=True)
         last: Mapped[str] = mapped_column(String(20), default=CopyOf("nowhere", lambda: "x"))
 
-    plan = _plan(Stamped)
+    plan = plan_for(Stamped)
     assert plan is not None
     assert [c[0] for c in plan.columns] == ["id", "first", "last"]
-    assert _plan(Chained) is None and _plan(Dangling) is None
+    assert plan_for(Chained) is None and plan_for(Dangling) is None
     engine = create_engine("sqlite://")
     try:
         with created(Other, engine), Session(engine) as session:
@@ -403,7 +405,7 @@ def test_a_copy_of_a_column_of_another_type_takes_the_flush(store: Store) -> Non
         price: Mapped[Decimal] = mapped_column(Money())
         listed: Mapped[Decimal] = mapped_column(Money(), default=CopyOf("price", Decimal))
 
-    assert _plan(Priced) is None
+    assert plan_for(Priced) is None
     with created(Other, store.engine):
         with Session(store.engine) as session:
             twice = Twice(id=1, price=Decimal("1.5"))
@@ -639,7 +641,7 @@ def test_names_with_a_percent_sign_reach_format_style_drivers_intact(store: Stor
         id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
         percent: Mapped[str] = mapped_column(String(10))
 
-    assert _plan(Discount) is None  # a renamed column: the flush's, not ours
+    assert plan_for(Discount) is None  # a renamed column: the flush's, not ours
     with created(Other, store.engine):
         with Session(store.engine) as session:
             assert insert_many(
@@ -753,9 +755,9 @@ def test_every_flowstore_model_goes_in_by_copy_on_psycopg() -> None:
     dialect = create_engine("postgresql+psycopg://", module=psycopg).dialect
     for mapper in Base.registry.mappers:
         model: Any = mapper.class_
-        plan = _plan(model)
+        plan = plan_for(model)
         assert plan is not None, model
-        driver = bulk._driver_insert(dialect, model, plan)
+        driver = driver_insert(dialect, model, plan)
         assert driver is not None and driver.copy, model
 
 

@@ -31,14 +31,6 @@ from sqlalchemy import Connection, Engine, event, insert, inspect, text
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import Session
 
-from flowstore.driver import (
-    bind_processors,
-    copy_rows,
-    copy_statement,
-    copy_takes,
-    process_columns,
-    quiet,
-)
 from flowstore.errors import InvalidInputError
 from flowstore.events.capture import (
     Change,
@@ -51,6 +43,14 @@ from flowstore.events.capture import (
 from flowstore.models.event import EVENT_WRITER_LOCK, EVENTS
 from flowstore.models.types import utcnow
 from flowstore.sessions import FlowstoreSession
+from flowstore.writes.send import (
+    bind_processors,
+    copy_rows,
+    copy_statement,
+    copy_takes,
+    process_columns,
+    quiet,
+)
 
 __all__ = ["LOCK_KEY", "event_rows", "json_safe", "lock_event_log", "write_events"]
 

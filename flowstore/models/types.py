@@ -51,7 +51,7 @@ class CopyOf:
     ``Entity.updated_at`` takes ``created_at``'s: a record never updated shows ``updated_at ==
     created_at``, to the microsecond, however it was inserted (a flush, ``add_many``, the
     ``AuditWriter``). ``add_many``'s bulk path knows this default and converts the shared value
-    once (``flowstore.repositories.bulk``).
+    once (``flowstore.writes``).
     """
 
     __slots__ = ("key", "otherwise")

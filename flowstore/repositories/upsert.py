@@ -22,8 +22,8 @@ from sqlalchemy.orm import Mapper, Session
 
 from flowstore.errors import InvalidInputError, TenantScopeError
 from flowstore.models.base import tenant_column
-from flowstore.repositories.bulk import column_default
 from flowstore.validation import check_json, coerce_value, column_for
+from flowstore.writes.plan import column_default
 
 __all__ = ["TENANT_CHECKED", "changes_for", "upsert_statement"]
 
