@@ -4,7 +4,9 @@ takes, so a failed entry can be written again as it is.
 
 An entry is an ``AuditLog`` or a mapping of its fields (``id`` and ``created_at`` included, which
 the writer fills in when they are missing); ``details`` is a JSON object, kept as JSON text in
-the row so it is encoded once.
+the row so it is encoded once. Its values are checked and completed as ``add_many`` checks and
+completes an ``AuditLog``'s (``flowstore.writes.rows``, with ``AuditLog``'s plan: the checks
+every repository write makes, the column defaults, the first ``lock_version``).
 """
 
 from __future__ import annotations
@@ -13,14 +15,15 @@ import json
 import operator
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 
 from sqlalchemy import Table, Text, column, table
 
 from flowstore.errors import InvalidInputError
-from flowstore.models import AuditLog, utcnow, uuid7
-from flowstore.spec import column_checks
+from flowstore.models import AuditLog
+from flowstore.writes.plan import Plan, plan_for
+from flowstore.writes.rows import fill_row
 
 __all__ = ["COLUMNS", "CORE_TABLE", "INDEX", "TABLE", "TWINS", "Row", "entry_row", "entry_values"]
 
@@ -40,17 +43,9 @@ TWINS = ((INDEX["updated_at"], INDEX["created_at"]),)
 
 Row = tuple[Any, ...]
 
-_REQUIRED = ("org_id", "action", "resource_type")
-# The checks every repository write makes (spec.column_checks), for the ids and the text
-# fields; details and created_at are checked on their own terms.
-_CHECKS = {name: check for name, check, _new, _existing in column_checks(AuditLog)}
-_CHECKED = tuple(
-    (name, _CHECKS[name])
-    for name in (
-        "id", "org_id", "application_id", "user_id",
-        "action", "resource_type", "resource_id", "request_id",
-    )
-)  # fmt: skip
+_PLAN: Plan = plan_for(AuditLog)  # type: ignore[assignment]  # a plain model: it has one
+_CHECK_ORG_ID = _PLAN.check_of("org_id")
+_FIRST_VERSION = _PLAN.first_version()
 _BLANK: dict[str, Any] = dict.fromkeys(COLUMNS)
 _ROW = operator.itemgetter(*COLUMNS)
 _JSON = json.JSONEncoder(allow_nan=False)  # made once: json.dumps(allow_nan=...) makes one a call
@@ -70,29 +65,18 @@ def entry_row(entry: AuditLog | Mapping[str, Any], org_id: uuid.UUID | None) -> 
         raise InvalidInputError("an audit entry is an AuditLog or a mapping of its fields")
     if org_id is not None:
         given = org_id if values["org_id"] is None else values["org_id"]
-        # kept coerced, so the UUID check below does not coerce it again
-        values["org_id"] = _CHECKS["org_id"](given)
+        values["org_id"] = _CHECK_ORG_ID(given)  # kept coerced: not coerced again below
         if values["org_id"] != org_id:
             raise InvalidInputError("this audit writer writes one organization's entries")
-    for name in _REQUIRED:
-        if values[name] is None:
-            raise InvalidInputError(f"an audit entry needs {name}")
-    for name, check in _CHECKED:
-        value = values[name]
-        if value is not None:
-            values[name] = check(value)
+    details = values["details"]
+    if details is not None and type(details) is not dict and not isinstance(details, Mapping):
+        raise InvalidInputError("details must be a dict")
+    values["details"] = {} if details is None else details  # None: no details
+    fill_row(_PLAN, values, _FIRST_VERSION)  # checked; id, created_at... filled in
     values["details"] = _details_json(values["details"])
     created = values["created_at"]
-    if created is None:
-        created = utcnow()
-    elif isinstance(created, datetime) and created.utcoffset() is not None:
-        created = created.astimezone(UTC)
-    else:
-        raise InvalidInputError("created_at must be a timezone-aware datetime")
-    values["created_at"] = values["updated_at"] = created
-    if values["id"] is None:
-        values["id"] = uuid7()
-    values["lock_version"] = 1
+    if created.tzinfo is not UTC:  # an aware time (checked): stored and given back in UTC
+        values["created_at"] = values["updated_at"] = created.astimezone(UTC)
     row: Row = _ROW(values)
     return row
 
@@ -106,11 +90,7 @@ def entry_values(row: Row) -> dict[str, Any]:
 
 
 def _details_json(details: Any) -> str:
-    """``details`` as JSON text; it must be a JSON object every backend can store."""
-    if details is None:
-        return "{}"
-    if type(details) is not dict and not isinstance(details, Mapping):
-        raise InvalidInputError("details must be a dict")
+    """``details`` (a checked mapping) as JSON text."""
     try:
         text = _JSON.encode(details)
     except (TypeError, ValueError) as exc:
