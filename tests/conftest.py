@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, text
 
-from flowstore import Store, driver
+from flowstore import Store
 from flowstore.models import Base
-from flowstore.repositories import bulk
+from flowstore.writes import send
 from tests.backends import (
     ThrowawayDatabase,
     create_database,
@@ -138,13 +138,13 @@ def store(
 def copies(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The COPY statements ``add_many``'s bulk path sends during the test (it still sends them)."""
     sent: list[str] = []
-    copy_rows = driver.copy_rows
+    copy_rows = send.copy_rows
 
     def spy(connection: Connection, statement: str, rows: Iterable[Sequence[Any]]) -> None:
         sent.append(statement)
         copy_rows(connection, statement, rows)
 
-    monkeypatch.setattr(bulk, "copy_rows", spy)
+    monkeypatch.setattr(send, "copy_rows", spy)
     return sent
 
 

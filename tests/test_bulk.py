@@ -56,10 +56,10 @@ from flowstore.models import (
     Template,
 )
 from flowstore.models.base import Money
-from flowstore.repositories import bulk
 from flowstore.repositories.bulk import insert_many
 from flowstore.testing import factories
 from flowstore.testing.factories import DeploymentFactory, using_session
+from flowstore.writes import send
 from flowstore.writes.plan import plan_for
 from flowstore.writes.send import driver_insert
 
@@ -535,7 +535,7 @@ def test_on_postgresql_watched_engines_get_an_insert_not_copy(
 
 
 def _watched_engines_get_an_insert(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(bulk, "copy_rows", _no_copy)
+    monkeypatch.setattr(send, "copy_rows", _no_copy)
     with statements(store) as sent, store.unit_of_work() as uow:
         uow.deployments.add_many(deployments(3, "watched"))
     assert sent.count("INSERT") == 1
@@ -767,7 +767,7 @@ def test_an_array_column_keeps_cores_insert_on_postgresql(
     """A type outside those COPY is known to take (an ARRAY here) keeps Core's INSERT."""
     if store.dialect != "postgresql":
         pytest.skip("ARRAY is PostgreSQL's")
-    monkeypatch.setattr(bulk, "copy_rows", _no_copy)
+    monkeypatch.setattr(send, "copy_rows", _no_copy)
 
     class Other(DeclarativeBase):
         pass

@@ -35,11 +35,9 @@ from flowstore.repositories.changes import record_inserted
 from flowstore.writes import attach
 from flowstore.writes.plan import plan_for
 from flowstore.writes.rows import fill, take_back
-from flowstore.writes.send import copy_rows, send
+from flowstore.writes.send import send
 
-# ``copy_rows`` is what the batches' COPY goes through (handed to ``send``): named here so
-# that the test suite's ``copies`` fixture (tests/conftest.py) can watch what it sends.
-__all__ = ["copy_rows", "insert_many"]
+__all__ = ["insert_many"]
 
 
 def _events_in_the_way(session: Session, mapper: Mapper[Any]) -> bool:
@@ -97,10 +95,10 @@ def insert_many(
         session.flush()  # earlier pending work goes first, as before any SAVEPOINT
         connection = session.connection(bind_arguments={"mapper": mapper})  # the model's bind
         if guard == "none":
-            send(connection, plan, model, dicts, copy=copy_rows)
+            send(connection, plan, model, dicts)
         else:
             with connection.begin_nested():  # a bare SAVEPOINT: the ORM keeps no snapshot
-                send(connection, plan, model, dicts, copy=copy_rows)
+                send(connection, plan, model, dicts)
     except BaseException:
         take_back(plan, dicts, filled)
         raise

@@ -29,7 +29,6 @@ from flowstore.sa_compat import await_in_greenlet
 from flowstore.writes.plan import Plan
 
 __all__ = [
-    "CopyRows",
     "DriverInsert",
     "Processors",
     "bind_processors",
@@ -48,8 +47,6 @@ __all__ = [
 #: None is processed too)``; a JSON column's, for one, makes a None JSON ``null``.
 Processors = tuple[tuple[int, Callable[[Any], Any], bool], ...]
 
-#: :func:`copy_rows`'s signature.
-CopyRows = Callable[[Connection, str, Iterable[Sequence[Any]]], None]
 
 #: Paramstyles that take a tuple of values by position (pyformat drivers, psycopg and PyMySQL,
 #: take ``%s`` too).
@@ -266,13 +263,11 @@ def send(
     plan: Plan,
     model: type[Any],
     dicts: list[Any],
-    *,
-    copy: CopyRows = copy_rows,
 ) -> None:
     """One INSERT of ``dicts`` (complete rows of ``model``, keyed by attribute): the driver's
-    own where it has one (``copy`` sends a COPY), else Core's ``insert()``, which also takes a
-    single row on PostgreSQL, a connection with a ``schema_translate_map`` (Core renders it)
-    and one whose cursor executions are watched (a COPY is not one: :func:`quiet`)."""
+    own where it has one (a COPY through :func:`copy_rows`), else Core's ``insert()``, which
+    also takes a single row on PostgreSQL, a connection with a ``schema_translate_map`` (Core
+    renders it) and one whose cursor executions are watched (a COPY is not one: :func:`quiet`)."""
     driver = driver_insert(connection.dialect, model, plan)
     if (
         driver is None
@@ -285,6 +280,6 @@ def send(
     columns: list[Sequence[Any]] = list(zip(*map(driver.row, dicts), strict=True))
     process_columns(columns, driver.processors, driver.twins)
     if driver.copy:
-        copy(connection, driver.statement, zip(*columns, strict=True))
+        copy_rows(connection, driver.statement, zip(*columns, strict=True))
     else:
         connection.exec_driver_sql(driver.statement, list(zip(*columns, strict=True)))
