@@ -40,7 +40,7 @@ test-faults: $(STAMP)  ## servers of its own crashed, stopped and cut off (root;
 
 test-pgbouncer: $(STAMP)  ## the PostgreSQL suite through PgBouncer in transaction pooling (root)
 	FLOWSTORE_TEST_BACKENDS=postgresql $(BIN)/python -m tests.pgbouncer \
-		$(BIN)/python -m pytest $(PYTEST_ARGS)
+		$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
