@@ -217,11 +217,11 @@ def _refuse_unknown_indexes(conn: Connection, model: Table) -> None:
         )
 
 
-def _months_with_rows(conn: Connection, table: str) -> list[datetime]:
-    rows = conn.exec_driver_sql(
-        f"SELECT DISTINCT date_trunc('month', created_at AT TIME ZONE 'UTC') FROM \"{table}\""
-    ).scalars()
-    return [month.replace(tzinfo=UTC) for month in rows]
+def _row_span(conn: Connection, table: str) -> list[datetime]:
+    """The oldest and the newest ``created_at`` of ``table`` (none when it is empty): the
+    partitions fill every month between them."""
+    row = conn.exec_driver_sql(f'SELECT min(created_at), max(created_at) FROM "{table}"').one()
+    return [moment for moment in row if moment is not None]
 
 
 def _partitions_for(table: str, months: Iterable[datetime]) -> list[Partition]:
@@ -262,7 +262,7 @@ def partition_table(
         f'CREATE TABLE "{table}" (LIKE "{old}" INCLUDING DEFAULTS INCLUDING CONSTRAINTS '
         "INCLUDING GENERATED INCLUDING COMMENTS INCLUDING STORAGE) PARTITION BY RANGE (created_at)"
     )
-    months = [*_months_with_rows(conn, old), *_months(now, months_ahead + 1)]
+    months = [*_row_span(conn, old), *_months(now, months_ahead + 1)]
     made = _partitions_for(table, months)
     for partition in made:
         _create(conn, partition)
