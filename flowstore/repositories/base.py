@@ -205,8 +205,7 @@ class Repository(Generic[T]):
         """Insert every entity in one batched INSERT (see ``bulk.insert_many``; models it cannot
         handle take an ordinary flush); all or none of them."""
         items = builtins.list(entities)
-        for entity in items:
-            self._check_unknown(entity)
+        self._check_unknown_many(items)
         if items and not insert_many(self.session, self.model, items):  # checks and records
             for entity in items:
                 check_entity(entity)
@@ -337,6 +336,19 @@ class Repository(Generic[T]):
             key = key_for(self.model, given)
             if key is not None and identity_key(self.model, key) in self.session.identity_map:
                 raise AlreadyExistsError(f"{self.model.__name__} {describe(given)} already exists")
+
+    def _check_unknown_many(self, entities: Sequence[Any]) -> None:
+        """:meth:`_check_unknown` on every one of ``entities``; with nothing in the session's
+        identity map no key can be taken, so only their types are checked (a batch is often
+        thousands of objects in a new unit of work)."""
+        if self.session.identity_map:
+            for entity in entities:
+                self._check_unknown(entity)
+            return
+        model = self.model
+        for entity in entities:
+            if type(entity) is not model:
+                self._check_type(entity)
 
     def _criteria(
         self, specs: Sequence[Spec], filters: Mapping[str, Any]

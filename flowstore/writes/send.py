@@ -4,17 +4,18 @@ the last step of the two bulk writers, ``add_many``'s fast path (:func:`send`) a
 
 Their rows are checked and complete before they are sent, so Core's per-row work (a parameter
 dict per row, defaults, the positional tuple made from the dict) buys nothing. Here the values
-are converted column by column with the columns' own bind processors, the functions Core
-applies to them (``TypeEngine.bind_processor`` for the dialect), so a row stored this way reads
-back exactly as one stored through Core. Then one driver call takes them all: an executemany
-of a positional ``INSERT`` (through ``Connection.exec_driver_sql``, so engine events, logging
-and error wrapping are Core's), or ``COPY`` on PostgreSQL with psycopg. Core's ``insert()``
-takes a batch the driver cannot (see :func:`send`).
+are converted with the columns' own bind processors, the functions Core applies to them
+(``TypeEngine.bind_processor`` for the dialect), so a row stored this way reads back exactly as
+one stored through Core: ``add_many``'s rows by a function generated per model that makes each
+row's tuple in one go (:func:`row_maker`), the AuditWriter's and the event log's, which are
+built column by column, by :func:`process_columns`. Then one driver call takes them all: an
+executemany of a positional ``INSERT`` (through ``Connection.exec_driver_sql``, so engine
+events, logging and error wrapping are Core's), or ``COPY`` on PostgreSQL with psycopg.
+Core's ``insert()`` takes a batch the driver cannot (see :func:`send`).
 """
 
 from __future__ import annotations
 
-import operator
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -36,9 +37,11 @@ __all__ = [
     "copy_statement",
     "copy_takes",
     "driver_insert",
+    "make_rows",
     "positional_insert",
     "process_columns",
     "quiet",
+    "row_maker",
     "send",
     "sent_as_values",
 ]
@@ -204,17 +207,65 @@ def quiet(connection: Connection) -> bool:
     )
 
 
+RowMaker = Callable[[dict[str, Any]], tuple[Any, ...]]
+
+
+def row_maker(
+    keys: Sequence[str], processors: Processors, twins: Sequence[tuple[int, int]] = ()
+) -> RowMaker:
+    """A function from a complete row (a dict keyed by ``keys``) to the tuple the driver
+    takes, converted as :func:`process_columns` converts (``None`` sent as it is unless its
+    type evaluates it; a twin's value that is its source's very object converted once).
+
+    It is generated once per model as straight-line code, one tuple per row and nothing in
+    between: a batch is tens of thousands of rows, and a loop over the columns per row (or
+    the rows turned into columns and back) costs more than the conversions themselves. A
+    value a processor refuses raises its own error (``TypeError`` and the like): the caller
+    turns it into a ``StatementError`` as :func:`process_columns` does."""
+    process = {position: (function, none_too) for position, function, none_too in processors}
+    twin_of = dict(twins)
+    namespace: dict[str, Any] = {}
+    body = []
+    for position, key in enumerate(keys):
+        body.append(f"    x{position} = v[{key!r}]")
+        if position not in process:
+            body.append(f"    y{position} = x{position}")
+            continue
+        function, none_too = process[position]
+        namespace[f"p{position}"] = function
+        converted = f"p{position}(x{position})"
+        if not none_too:
+            converted = f"None if x{position} is None else {converted}"
+        source = twin_of.get(position)
+        if source is not None and source < position and source in process:
+            converted = f"y{source} if x{position} is x{source} else ({converted})"
+        body.append(f"    y{position} = {converted}")
+    values = ", ".join(f"y{position}" for position in range(len(keys)))
+    source_code = "def make_row(v):\n" + "\n".join(body) + f"\n    return ({values},)\n"
+    exec(compile(source_code, "<flowstore.writes.send.row_maker>", "exec"), namespace)  # noqa: S102
+    made: RowMaker = namespace["make_row"]
+    return made
+
+
+def make_rows(make: RowMaker, dicts: Iterable[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """``make`` (from :func:`row_maker`) on every one of ``dicts``; a value a processor
+    refuses is a ``sqlalchemy.exc.StatementError``, as it is when Core meets it."""
+    try:
+        return [make(values) for values in dicts]
+    except (TypeError, ValueError, OverflowError) as error:
+        message = f"({type(error).__name__}) {error}"
+        raise sa_exc.StatementError(message, None, None, error) from error
+
+
 @dataclass(frozen=True)
 class DriverInsert:
     """A model's batches as the driver takes them: ``statement`` (a positional ``INSERT``, or
-    ``COPY``), the attributes whose values make a row, in order, and their columns' bind
-    processors."""
+    ``COPY``) and ``make``, which turns a complete row (a dict keyed by attribute) into the
+    tuple of converted values the statement takes (:func:`row_maker`)."""
 
     statement: str
     copy: bool
-    row: Callable[[dict[str, Any]], tuple[Any, ...]]
-    processors: Processors
-    twins: tuple[tuple[int, int], ...]  # (position, source): see process_columns
+    make: RowMaker
 
 
 #: Per dialect (an engine's), per model: how its batches reach the driver (``None``: Core).
@@ -246,14 +297,14 @@ def driver_insert(dialect: Dialect, model: type[Any], plan: Plan) -> DriverInser
         statement = positional_insert(dialect, plan.table, names)
     driver = None
     if statement is not None and sent_as_values(dialect, types):
-        row: Any = operator.itemgetter(*keys) if len(keys) > 1 else lambda v: (v[keys[0]],)
         # a column whose default repeats another's (of one type: plan_for) is converted with it
         twins = tuple(
             (keys.index(key), keys.index(copied))
             for key, _default, copied, *_ in plan.columns
             if copied is not None
         )
-        driver = DriverInsert(statement, copy, row, bind_processors(dialect, types), twins)
+        make = row_maker(keys, bind_processors(dialect, types), twins)
+        driver = DriverInsert(statement, copy, make)
     known[model] = driver
     return driver
 
@@ -277,9 +328,8 @@ def send(
         # Core takes from each dict the values of the table's columns and no other key
         connection.execute(insert(plan.table), dicts)
         return
-    columns: list[Sequence[Any]] = list(zip(*map(driver.row, dicts), strict=True))
-    process_columns(columns, driver.processors, driver.twins)
+    rows = make_rows(driver.make, dicts)
     if driver.copy:
-        copy_rows(connection, driver.statement, zip(*columns, strict=True))
+        copy_rows(connection, driver.statement, rows)
     else:
-        connection.exec_driver_sql(driver.statement, list(zip(*columns, strict=True)))
+        connection.exec_driver_sql(driver.statement, rows)
