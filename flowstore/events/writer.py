@@ -6,7 +6,8 @@ its ids at the last moment before ``COMMIT``, under a lock that it keeps until t
 over (and visible: both servers publish a commit before they release its locks):
 
 * PostgreSQL: ``pg_advisory_xact_lock`` on one key, then the INSERT (ids from the column's
-  sequence);
+  sequence), in one statement (one round trip): a materialized CTE takes the lock, and the
+  rows come out of a join with it, so no row (and no id) is made before the lock is held;
 * MySQL/MariaDB: a row lock on ``event_writer_lock`` (``INSERT ... ON DUPLICATE KEY UPDATE``
   takes it, creating the row if need be), then the INSERT (``AUTO_INCREMENT`` ids);
 * SQLite: nothing to add; it has one writer at a time, from its first write to its commit.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import enum
+import functools
 import uuid
 import weakref
 from collections.abc import Callable, Sequence
@@ -27,7 +29,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Engine, event, insert, inspect, text
+from sqlalchemy import Connection, Dialect, Engine, event, insert, inspect, text
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import Session
 
@@ -44,15 +46,25 @@ from flowstore.models.event import EVENT_WRITER_LOCK, EVENTS
 from flowstore.models.types import utcnow
 from flowstore.sessions import FlowstoreSession
 from flowstore.writes.send import (
+    RowMaker,
     bind_processors,
     copy_rows,
     copy_statement,
     copy_takes,
+    make_rows,
     process_columns,
     quiet,
+    row_maker,
 )
 
-__all__ = ["LOCK_KEY", "event_rows", "json_safe", "lock_event_log", "write_events"]
+__all__ = [
+    "LOCK_KEY",
+    "event_rows",
+    "json_safe",
+    "lock_event_log",
+    "locked_insert",
+    "write_events",
+]
 
 #: The PostgreSQL advisory lock key of the event log (``"flowstore"`` in ASCII).
 LOCK_KEY = 0x666C6F7773746F72
@@ -157,14 +169,65 @@ _COLUMNS = ("type", "entity_id", "org_id", "data", "created_at")
 _COPY_FROM = 100  # rows from which a COPY beats an executemany (PostgreSQL, psycopg)
 
 
+@functools.lru_cache(maxsize=256)
+def locked_insert(dialect: Dialect, count: int, *, lock: bool = True) -> str:
+    """PostgreSQL: the commit-order lock and the INSERT of ``count`` event rows as one
+    statement, with positional parameters (the rows' values in ``_COLUMNS`` order). The lock
+    is a materialized CTE that the rows are joined with, so it is taken before the first row
+    (and its id) is made. ``lock=False`` leaves it out (the test that shows the lock is
+    needed)."""
+    preparer = dialect.identifier_preparer
+    columns = ", ".join(preparer.quote(name) for name in _COLUMNS)
+    casts = ", ".join(
+        f"CAST(%s AS {EVENTS.c[name].type.compile(dialect=dialect)})" for name in _COLUMNS
+    )
+    values = ", ".join([f"({casts})"] * count)
+    table = preparer.format_table(EVENTS)
+    if not lock:
+        return f"INSERT INTO {table} ({columns}) SELECT v.* FROM (VALUES {values}) AS v"
+    return (
+        f"WITH flowstore_event_lock AS MATERIALIZED (SELECT pg_advisory_xact_lock({LOCK_KEY})) "
+        f"INSERT INTO {table} ({columns}) "
+        f"SELECT v.* FROM flowstore_event_lock, (VALUES {values}) AS v"
+    )
+
+
+#: Per dialect: a row of the events table as the driver takes it (``writes.send.row_maker``).
+_ROW_MAKERS: weakref.WeakKeyDictionary[Dialect, RowMaker] = weakref.WeakKeyDictionary()
+
+
+def _one_statement(connection: Connection, rows: list[dict[str, Any]]) -> bool:
+    """PostgreSQL with psycopg: the lock and the rows in one statement (:func:`locked_insert`);
+    ``False`` (nothing sent) elsewhere, or where Core must render the table (a
+    ``schema_translate_map``)."""
+    dialect = connection.dialect
+    if (
+        dialect.name != "postgresql"
+        or dialect.driver != "psycopg"
+        or connection.get_execution_options().get("schema_translate_map")
+    ):
+        return False
+    make = _ROW_MAKERS.get(dialect)
+    if make is None:
+        types = [EVENTS.c[name].type for name in _COLUMNS]
+        make = _ROW_MAKERS[dialect] = row_maker(_COLUMNS, bind_processors(dialect, types))
+    parameters: list[Any] = []
+    for values in make_rows(make, rows):
+        parameters.extend(values)
+    connection.exec_driver_sql(locked_insert(dialect, len(rows)), tuple(parameters))
+    return True
+
+
 def write_events(connection: Connection, rows: list[dict[str, Any]]) -> None:
     """Insert ``rows`` (from :func:`event_rows`) in commit order: see the module's text.
     Many rows on PostgreSQL (``add_many``'s events) go in with one ``COPY``."""
     if not rows:
         return
     _check_table(connection)
-    lock_event_log(connection)
     dialect = connection.dialect
+    if len(rows) < _COPY_FROM and _one_statement(connection, rows):
+        return
+    lock_event_log(connection)
     types = [EVENTS.c[name].type for name in _COLUMNS]
     if (
         len(rows) >= _COPY_FROM
