@@ -8,6 +8,9 @@ its README shows: a unit of work, ``get_by_api_key``, ``get_applicable_policies`
 ``add`` calls; a third way also narrows the unit of work to the caller's organization with
 ``scope_to`` once the key is known (tenant scope: the rest of the request cannot touch
 another organization's rows), a guard the hand-written service does not have. The
+hand-written service records no change events, so the ``flowstore`` row runs with events off
+(``Store(url, events=False)``), as the other comparisons with Core do; one more row runs with
+them on, flowstore's default, to show what an outbox row per write costs here. The
 hand-written way uses the same models on a plain ``sessionmaker`` (``AsyncSession`` for the
 async face) and an engine made with ``create_engine`` defaults, with the same queries written
 out.
@@ -60,6 +63,7 @@ FULL = {"requests": 400, "rounds": 7, "apps": 20}
 QUICK = {"requests": 100, "rounds": 3, "apps": 5}
 GOAL = 1.05
 SCOPED = "flowstore, scoped to the caller's organization"
+EVENTS = "flowstore, recording change events"
 
 
 # -- the data every request reads -------------------------------------------------------------
@@ -259,7 +263,8 @@ def _keys_cycle(keys: list[str], requests: int) -> list[str]:
 
 
 def bench_sync(url: str, sizes: Mapping[str, int], label: str) -> list[dict[str, Any]]:
-    store = Store(url)
+    store = Store(url, events=False)
+    recording = Store(url, events=True)
     plain_engine = create_engine(normalize_url(url))
     try:
         keys = _keys_cycle(seed(store, sizes["apps"]), sizes["requests"])
@@ -274,6 +279,10 @@ def bench_sync(url: str, sizes: Mapping[str, int], label: str) -> list[dict[str,
             for key in keys:
                 flowstore_request(store, key, scoped=True)
 
+        def events_way() -> None:
+            for key in keys:
+                flowstore_request(recording, key)
+
         def plain_way() -> None:
             for key in keys:
                 plain_request(factory, secret, key)
@@ -282,16 +291,19 @@ def bench_sync(url: str, sizes: Mapping[str, int], label: str) -> list[dict[str,
             "hand-written SQLAlchemy": (plain_way, plain_engine),
             "flowstore": (flowstore_way, store.engine),
             SCOPED: (scoped_way, store.engine),
+            EVENTS: (events_way, recording.engine),
         }
         return compare(f"{label} / sync", ways, sizes["requests"], sizes["rounds"])
     finally:
         store.close()
+        recording.close()
         plain_engine.dispose()
 
 
 def bench_async(url: str, sizes: Mapping[str, int], label: str) -> list[dict[str, Any]]:
     runner = asyncio.Runner()
-    store: AsyncStore[Any] = AsyncStore(url)
+    store: AsyncStore[Any] = AsyncStore(url, events=False)
+    recording: AsyncStore[Any] = AsyncStore(url, events=True)
     plain_engine = create_async_engine(normalize_url(url, asynchronous=True))
     with Store(url) as sync_store:  # the seed rows, made once; a new org set per face
         keys = _keys_cycle([k for k in seed_again(sync_store, sizes["apps"])], sizes["requests"])
@@ -319,10 +331,15 @@ def bench_async(url: str, sizes: Mapping[str, int], label: str) -> list[dict[str
                 drive(lambda key: flowstore_request_async(store, key, scoped=True)),
                 store.engine.sync_engine,
             ),
+            EVENTS: (
+                drive(lambda key: flowstore_request_async(recording, key)),
+                recording.engine.sync_engine,
+            ),
         }
         return compare(f"{label} / async", ways, sizes["requests"], sizes["rounds"])
     finally:
         runner.run(store.close())
+        runner.run(recording.close())
         runner.run(plain_engine.dispose())
         runner.close()
 
