@@ -22,10 +22,14 @@ import psycopg
 import pytest
 from sqlalchemy import (
     JSON,
+    Column,
     DateTime,
     Engine,
+    Integer,
+    MetaData,
     Numeric,
     String,
+    Table,
     TypeDecorator,
     UniqueConstraint,
     create_engine,
@@ -895,3 +899,34 @@ def _sample(column: Any, rng: Any) -> Any:
         if issubclass(kind, base):
             return value
     return None
+
+
+def test_one_row_on_postgresql_is_cores_own_insert_text() -> None:
+    """One row on psycopg goes as the very text Core compiles (bind casts and all); a column
+    whose key Core would rename as a parameter keeps Core's ``insert()``."""
+    dialect = create_engine("postgresql+psycopg://", module=psycopg).dialect
+    table = Deployment.__table__
+    keys = [c.key for c in table.columns]
+    made = send.core_insert_text(dialect, table, keys)
+    assert made is not None
+    assert "%(id)s::UUID" in made and "%(config)s::JSONB" in made
+    odd = Table(
+        "odd_rows", MetaData(), Column("id", Integer, primary_key=True), Column("a b", Integer)
+    )
+    assert send.core_insert_text(dialect, odd, ["id", "a b"]) is None
+
+
+def test_a_refused_row_in_the_plain_savepoint_leaves_the_transaction_usable(
+    store: Store,
+) -> None:
+    """``add``'s SAVEPOINT is sent as plain statements: a duplicate is rolled back to it, and
+    the unit of work goes on and commits what came before and after."""
+    with store.unit_of_work() as uow:
+        first = uow.deployments.add(Deployment(name="kept", version="1"))
+    with store.unit_of_work() as uow:  # a new identity map: the database finds the duplicate
+        uow.deployments.add(Deployment(name="before", version="1"))
+        with pytest.raises(AlreadyExistsError):
+            uow.deployments.add(Deployment(id=first.id, name="again", version="1"))
+        uow.deployments.add(Deployment(name="after", version="1"))
+    with store.unit_of_work() as uow:
+        assert sorted(d.name for d in uow.deployments.list()) == ["after", "before", "kept"]

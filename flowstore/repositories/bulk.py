@@ -33,6 +33,7 @@ from flowstore.models.mutable_json import tracked
 from flowstore.read_only import READ_ONLY
 from flowstore.repositories.changes import record_inserted
 from flowstore.writes import attach
+from flowstore.writes.guard import savepoint
 from flowstore.writes.plan import plan_for
 from flowstore.writes.rows import fill, take_back
 from flowstore.writes.send import send
@@ -97,7 +98,7 @@ def insert_many(
         if guard == "none":
             send(connection, plan, model, dicts)
         else:
-            with connection.begin_nested():  # a bare SAVEPOINT: the ORM keeps no snapshot
+            with savepoint(connection):  # a bare SAVEPOINT: the ORM keeps no snapshot
                 send(connection, plan, model, dicts)
     except BaseException:
         take_back(plan, dicts, filled)

@@ -36,6 +36,7 @@ __all__ = [
     "copy_rows",
     "copy_statement",
     "copy_takes",
+    "core_insert_text",
     "driver_insert",
     "make_rows",
     "positional_insert",
@@ -261,11 +262,25 @@ def make_rows(make: RowMaker, dicts: Iterable[dict[str, Any]]) -> list[tuple[Any
 class DriverInsert:
     """A model's batches as the driver takes them: ``statement`` (a positional ``INSERT``, or
     ``COPY``) and ``make``, which turns a complete row (a dict keyed by attribute) into the
-    tuple of converted values the statement takes (:func:`row_maker`)."""
+    tuple of converted values the statement takes (:func:`row_maker`). Where ``statement`` is
+    a ``COPY``, ``one_row`` is Core's own INSERT of one row, as Core compiles it (its
+    parameters named by ``keys``): a COPY for one row costs more than it saves."""
 
     statement: str
     copy: bool
     make: RowMaker
+    keys: tuple[str, ...]
+    one_row: str | None = None
+
+
+def core_insert_text(dialect: Dialect, table: TableClause, keys: Sequence[str]) -> str | None:
+    """The text Core sends for an INSERT of one row of ``table`` on ``dialect`` (bind casts
+    and all), its parameters named by ``keys``; ``None`` when Core renames a parameter (a key
+    with characters a parameter name cannot hold)."""
+    compiled: Any = insert(table).compile(dialect=dialect, column_keys=list(keys))
+    if compiled.escaped_bind_names or set(compiled.binds) != set(keys):
+        return None
+    return str(compiled)
 
 
 #: Per dialect (an engine's), per model: how its batches reach the driver (``None``: Core).
@@ -304,7 +319,8 @@ def driver_insert(dialect: Dialect, model: type[Any], plan: Plan) -> DriverInser
             if copied is not None
         )
         make = row_maker(keys, bind_processors(dialect, types), twins)
-        driver = DriverInsert(statement, copy, make)
+        one_row = core_insert_text(dialect, plan.table, keys) if copy else None
+        driver = DriverInsert(statement, copy, make, tuple(keys), one_row)
     known[model] = driver
     return driver
 
@@ -316,15 +332,22 @@ def send(
     dicts: list[Any],
 ) -> None:
     """One INSERT of ``dicts`` (complete rows of ``model``, keyed by attribute): the driver's
-    own where it has one (a COPY through :func:`copy_rows`), else Core's ``insert()``, which
-    also takes a single row on PostgreSQL, a connection with a ``schema_translate_map`` (Core
-    renders it) and one whose cursor executions are watched (a COPY is not one: :func:`quiet`)."""
+    own where it has one (a COPY through :func:`copy_rows`; for one row on PostgreSQL, Core's
+    INSERT text with the values converted here), else Core's ``insert()``, which also takes a
+    connection with a ``schema_translate_map`` (Core renders it) and a batch on one whose
+    cursor executions are watched (a COPY is not one: :func:`quiet`)."""
     driver = driver_insert(connection.dialect, model, plan)
-    if (
-        driver is None
-        or (driver.copy and (len(dicts) == 1 or not quiet(connection)))  # one row: an INSERT
-        or connection.get_execution_options().get("schema_translate_map")  # Core renders it
-    ):
+    if driver is None or connection.get_execution_options().get("schema_translate_map"):
+        connection.execute(insert(plan.table), dicts)  # Core renders it
+        return
+    if driver.copy and len(dicts) == 1:
+        if driver.one_row is None:
+            connection.execute(insert(plan.table), dicts)
+        else:
+            (row,) = make_rows(driver.make, dicts)
+            connection.exec_driver_sql(driver.one_row, dict(zip(driver.keys, row, strict=True)))
+        return
+    if driver.copy and not quiet(connection):
         # Core takes from each dict the values of the table's columns and no other key
         connection.execute(insert(plan.table), dicts)
         return
