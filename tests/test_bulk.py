@@ -905,7 +905,7 @@ def test_one_row_on_postgresql_is_cores_own_insert_text() -> None:
     """One row on psycopg goes as the very text Core compiles (bind casts and all); a column
     whose key Core would rename as a parameter keeps Core's ``insert()``."""
     dialect = create_engine("postgresql+psycopg://", module=psycopg).dialect
-    table = Deployment.__table__
+    table: Any = Deployment.__table__
     keys = [c.key for c in table.columns]
     made = send.core_insert_text(dialect, table, keys)
     assert made is not None
