@@ -8,16 +8,25 @@ database's triggers (migration 0003) refuse raw SQL.
 from __future__ import annotations
 
 import builtins
+import functools
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from sqlalchemy import Connection, event, select
+from sqlalchemy import Connection, Select, event, select
 from sqlalchemy.orm import Mapper, ORMExecuteState, object_session
+from sqlalchemy.sql import operators
 
 from flowstore.errors import InvalidInputError
 from flowstore.models import AuditLog
 from flowstore.repositories.base import Repository, check_page, translated
-from flowstore.repositories.pagination import Page, after_clause, fetch_page
+from flowstore.repositories.pagination import (
+    Page,
+    after_clause,
+    decode_cursor,
+    fetch_page,
+    position_clause,
+)
+from flowstore.repositories.shapes import Binder, planned, value_check
 from flowstore.sessions import FlowstoreSession
 from flowstore.validation import coerce_value
 
@@ -88,25 +97,28 @@ class AuditLogRepository(Repository[AuditLog]):
                 filters[name] = value
         if filters["org_id"] is None:
             raise InvalidInputError("org_id is required")
-        criteria = self._criteria((), filters)
-        if since is not None:
-            criteria.append(
-                AuditLog.created_at >= coerce_value(AuditLog.created_at, "since", since)
-            )
-        if until is not None:
-            criteria.append(AuditLog.created_at < coerce_value(AuditLog.created_at, "until", until))
+        if not self._plain_reads:  # a subclass's own _criteria: built as ever, with them
+            built = _built_query(self, filters, since, until, limit, offset, after)
+            return builtins.list(self.session.scalars(built).all())
+        # the checks criteria() and coerce_value() make, in their order; then the statement
+        # kept for this shape runs with the checked values (flowstore.repositories.shapes)
+        values = [value_check(AuditLog, name)[1](value) for name, value in filters.items()]
+        for label, bound in (("since", since), ("until", until)):
+            if bound is not None:
+                values.append(value_check(AuditLog, "created_at", label)[1](bound))
         if after is not None:
             if offset:
                 raise InvalidInputError("use either after or offset, not both")
-            criteria.append(after_clause(AuditLog, after, descending=True))
-        stmt = (
-            select(AuditLog)
-            .where(*criteria)
-            .order_by(AuditLog.created_at.desc(), AuditLog.id.desc())
-            .limit(check_page("limit", limit))
-            .offset(check_page("offset", offset) or None)
-        )
-        return builtins.list(self.session.scalars(stmt).all())
+            values.extend(decode_cursor(AuditLog, after))
+        if check_page("limit", limit) is not None:
+            values.append(limit)
+        if check_page("offset", offset):
+            values.append(offset)
+        shape: tuple[Any, ...] = (tuple(filters), since is not None, until is not None)
+        shape += (after is not None, limit is not None, bool(offset))
+        plan = planned(("audit_logs.query", *shape), functools.partial(_query_shape, shape))
+        stmt, parameters = plan.bind(values)
+        return builtins.list(self.session.scalars(stmt, parameters).all())
 
     @translated
     def query_page(
@@ -155,6 +167,56 @@ class AuditLogRepository(Repository[AuditLog]):
     def delete_many(self, *specs: Any, **filters: Any) -> NoReturn:
         """Refused: the audit log is append-only (retention is `flowstore db prune`'s)."""
         raise InvalidInputError("the audit log is append-only: entries cannot be deleted")
+
+
+def _built_query(
+    repository: AuditLogRepository,
+    filters: dict[str, Any],
+    since: datetime | None,
+    until: datetime | None,
+    limit: int,
+    offset: int,
+    after: str | None,
+) -> Select[Any]:
+    """``query()``'s statement built with the values in place, with the repository's
+    ``_criteria``."""
+    criteria = repository._criteria((), filters)
+    if since is not None:
+        criteria.append(AuditLog.created_at >= coerce_value(AuditLog.created_at, "since", since))
+    if until is not None:
+        criteria.append(AuditLog.created_at < coerce_value(AuditLog.created_at, "until", until))
+    if after is not None:
+        if offset:
+            raise InvalidInputError("use either after or offset, not both")
+        criteria.append(after_clause(AuditLog, after, descending=True))
+    return (
+        select(AuditLog)
+        .where(*criteria)
+        .order_by(AuditLog.created_at.desc(), AuditLog.id.desc())
+        .limit(check_page("limit", limit))
+        .offset(check_page("offset", offset) or None)
+    )
+
+
+def _query_shape(shape: tuple[Any, ...], binder: Binder) -> Select[Any]:
+    """The statement of one shape of ``query()``: newest first, cut to the page."""
+    names, since, until, after, limit, offset = shape
+    criteria = [binder.compare(getattr(AuditLog, name), operators.eq) for name in names]
+    if since:
+        criteria.append(binder.compare(AuditLog.created_at, operators.ge))
+    if until:
+        criteria.append(binder.compare(AuditLog.created_at, operators.lt))
+    if after:
+        created_at = binder.value(AuditLog.created_at, operators.le, operators.lt)
+        key = binder.value(AuditLog.id, operators.lt)
+        criteria.append(position_clause(AuditLog, created_at, key, descending=True))
+    stmt = select(AuditLog).where(*criteria)
+    stmt = stmt.order_by(AuditLog.created_at.desc(), AuditLog.id.desc())
+    if limit:
+        stmt = stmt.limit(binder.count())
+    if offset:
+        stmt = stmt.offset(binder.count())
+    return stmt
 
 
 def _refuse_audit_change(mapper: Mapper[Any], connection: Connection, entry: AuditLog) -> None:

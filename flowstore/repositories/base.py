@@ -47,7 +47,7 @@ from flowstore.repositories.pagination import (
     encode_cursor,
     fetch_page,
 )
-from flowstore.repositories.queries import OrderBy, criteria, ordering, paged
+from flowstore.repositories.queries import OrderBy, criteria, list_statement, ordering, paged
 from flowstore.repositories.savepoints import guarded_insert, insert_one
 from flowstore.repositories.upsert import changes_for, upsert_statement
 from flowstore.spec import Spec
@@ -85,10 +85,19 @@ class Repository(Generic[T]):
     the domain queries."""
 
     model: ClassVar[type[Any]]
+    _plain_reads: ClassVar[bool] = True
 
     def __init__(self, session: Session, context: RepositoryContext | None = None) -> None:
         self.session = session
         self.context = context or RepositoryContext()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # a subclass that builds its reads its own way keeps them: list() takes no shortcut
+        cls._plain_reads = all(
+            getattr(cls, name) is getattr(Repository, name)
+            for name in ("_criteria", "_select", "_paged")
+        )
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} of {getattr(self, 'model', object).__name__}>"
@@ -140,8 +149,11 @@ class Repository(Generic[T]):
         ``after`` (a cursor from ``page()`` or ``cursor_for()``) starts just after that entity
         in the default order: keyset pagination, as fast deep down as at the start.
         """
-        stmt = self._paged(self._select(specs, filters), limit, offset, order_by, after)
-        return builtins.list(self.session.scalars(stmt).all())
+        if specs or not self._plain_reads:
+            stmt = self._paged(self._select(specs, filters), limit, offset, order_by, after)
+            return builtins.list(self.session.scalars(stmt).all())
+        stmt, values = list_statement(self.model, filters, limit, offset, order_by, after)
+        return builtins.list(self.session.scalars(stmt, values).all())
 
     @translated
     def list_and_count(

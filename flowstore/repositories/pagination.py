@@ -30,7 +30,15 @@ from sqlalchemy import ColumnElement, and_, inspect, or_
 from flowstore.errors import InvalidInputError
 from flowstore.repositories.keys import key_attribute, key_for
 
-__all__ = ["Page", "after_clause", "check_page", "decode_cursor", "encode_cursor", "fetch_page"]
+__all__ = [
+    "Page",
+    "after_clause",
+    "check_page",
+    "decode_cursor",
+    "encode_cursor",
+    "fetch_page",
+    "position_clause",
+]
 
 T = TypeVar("T")
 
@@ -125,6 +133,15 @@ def after_clause(model: type[Any], cursor: str, *, descending: bool = False) -> 
     the OR then settles rows sharing the cursor's ``created_at``.
     """
     created_at, key = decode_cursor(model, cursor)
+    return position_clause(model, created_at, key, descending=descending)
+
+
+def position_clause(
+    model: type[Any], created_at: Any, key: Any, *, descending: bool = False
+) -> ColumnElement[bool]:
+    """Rows after the position ``(created_at, key)`` (before it when ``descending``), as in
+    ``after_clause``; ``created_at`` is ``None`` for a model without one. The position is
+    given as values, or as bound parameters (``flowstore.repositories.shapes``)."""
     ident = key_attribute(model)
     if created_at is None:
         return cast("ColumnElement[bool]", ident < key if descending else ident > key)
