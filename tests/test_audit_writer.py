@@ -57,7 +57,9 @@ def test_entries_are_stored_in_batches_with_ids_and_times(store: Store) -> None:
     finally:
         writer.close()
     assert stats.written == 25 and stats.failed == 0 and stats.pending == 0
-    assert stats.batches == 3  # 10 + 10 + 5
+    # at most 10 a batch, so at least 3; the thread may take a batch before the tenth write
+    # arrives (CI saw 4 under load), so more is no fault
+    assert 3 <= stats.batches <= 25
     rows = stored(store, org)
     assert {r.id for r in rows} == set(ids)
     assert all(i.version == 7 for i in ids)
