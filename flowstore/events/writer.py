@@ -166,6 +166,7 @@ def _check_table(connection: Connection) -> None:
 
 
 _COLUMNS = ("type", "entity_id", "org_id", "data", "created_at")
+_TYPES = tuple(EVENTS.c[name].type for name in _COLUMNS)
 _COPY_FROM = 100  # rows from which a COPY beats an executemany (PostgreSQL, psycopg)
 
 
@@ -209,8 +210,7 @@ def _one_statement(connection: Connection, rows: list[dict[str, Any]]) -> bool:
         return False
     make = _ROW_MAKERS.get(dialect)
     if make is None:
-        types = [EVENTS.c[name].type for name in _COLUMNS]
-        make = _ROW_MAKERS[dialect] = row_maker(_COLUMNS, bind_processors(dialect, types))
+        make = _ROW_MAKERS[dialect] = row_maker(_COLUMNS, bind_processors(dialect, _TYPES))
     parameters: list[Any] = []
     for values in make_rows(make, rows):
         parameters.extend(values)
@@ -228,18 +228,17 @@ def write_events(connection: Connection, rows: list[dict[str, Any]]) -> None:
     if len(rows) < _COPY_FROM and _one_statement(connection, rows):
         return
     lock_event_log(connection)
-    types = [EVENTS.c[name].type for name in _COLUMNS]
     if (
         len(rows) >= _COPY_FROM
         and dialect.name == "postgresql"
         and dialect.driver == "psycopg"
-        and copy_takes(dialect, types)
+        and copy_takes(dialect, _TYPES)
         and quiet(connection)
     ):
         statement = copy_statement(dialect, EVENTS, _COLUMNS)
         if statement is not None:
             columns: list[Sequence[Any]] = [[row[name] for row in rows] for name in _COLUMNS]
-            process_columns(columns, bind_processors(dialect, types))
+            process_columns(columns, bind_processors(dialect, _TYPES))
             copy_rows(connection, statement, zip(*columns, strict=True))
             return
     connection.execute(insert(EVENTS), rows)

@@ -337,22 +337,20 @@ def send(
     connection with a ``schema_translate_map`` (Core renders it) and a batch on one whose
     cursor executions are watched (a COPY is not one: :func:`quiet`)."""
     driver = driver_insert(connection.dialect, model, plan)
-    if driver is None or connection.get_execution_options().get("schema_translate_map"):
-        connection.execute(insert(plan.table), dicts)  # Core renders it
-        return
-    if driver.copy and len(dicts) == 1:
-        if driver.one_row is None:
-            connection.execute(insert(plan.table), dicts)
-        else:
-            (row,) = make_rows(driver.make, dicts)
-            connection.exec_driver_sql(driver.one_row, dict(zip(driver.keys, row, strict=True)))
-        return
-    if driver.copy and not quiet(connection):
+    one_row = driver is not None and driver.copy and len(dicts) == 1
+    if (
+        driver is None
+        or connection.get_execution_options().get("schema_translate_map")  # Core renders it
+        or (one_row and driver.one_row is None)
+        or (driver.copy and not one_row and not quiet(connection))
+    ):
         # Core takes from each dict the values of the table's columns and no other key
         connection.execute(insert(plan.table), dicts)
         return
     rows = make_rows(driver.make, dicts)
-    if driver.copy:
+    if one_row and driver.one_row is not None:
+        connection.exec_driver_sql(driver.one_row, dict(zip(driver.keys, rows[0], strict=True)))
+    elif driver.copy:
         copy_rows(connection, driver.statement, rows)
     else:
         connection.exec_driver_sql(driver.statement, rows)
